@@ -1,0 +1,2 @@
+export * from './type-urls.js';
+export * from './protos.js';

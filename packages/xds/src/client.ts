@@ -1,0 +1,256 @@
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { shortTypeName } from '@fedmesh/api/xds';
+import { isWildcardType } from './cache.js';
+import {
+  loadAdsGrpc,
+  nodeToWire,
+  type AdsServiceClient,
+  type WireDiscoveryRequest,
+  type WireDiscoveryResponse,
+  type XdsNode,
+} from './grpc-service.js';
+import type { XdsResourceType } from './resource-type.js';
+import type { XdsLogger } from './server.js';
+
+/**
+ * UpdateHandler applies one accepted update of a type: every resource of the subscription, by name. It may
+ * throw to refuse the update as a whole (the client then NACKs with the error's message and keeps nothing of
+ * it). It must apply all or nothing.
+ */
+export type UpdateHandler<T> = (resources: ReadonlyMap<string, T>, version: string) => void;
+
+/** AdsClientOptions configure an {@link AdsClient}. */
+export interface AdsClientOptions {
+  /** address is `host:port` of the ADS server. */
+  address: string;
+  credentials: grpc.ChannelCredentials;
+  node: XdsNode;
+  channelOptions?: grpc.ChannelOptions;
+  log?: XdsLogger;
+  /** backoffBaseMs and backoffMaxMs bound the reconnect delay (full jitter); defaults 250 ms and 15,000 ms. */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+}
+
+interface Subscription {
+  type: XdsResourceType<unknown>;
+  names: string[];
+  handler: UpdateHandler<unknown>;
+  /** version and nonce are the last accepted (ACKed) version and the last nonce seen. */
+  version: string;
+  nonce: string;
+  resources: Map<string, unknown>;
+  lastError?: string;
+  acceptedAt?: number;
+}
+
+/** TypeState is what the client holds for one type URL, for admin endpoints. */
+export interface TypeState {
+  typeUrl: string;
+  names: string[];
+  version: string;
+  resourceNames: string[];
+  lastError?: string;
+  acceptedAt?: number;
+}
+
+/**
+ * AdsClient is a State-of-the-World ADS client over one gRPC stream. Each subscribed type has a decoder and an
+ * update handler. A response with any resource that fails to decode, or whose handler throws, is NACKed as a
+ * whole with the errors in `error_detail`, and the last good resources stay in place; otherwise it is applied
+ * and ACKed. The stream reconnects with exponential backoff and full jitter, re-sending each subscription with
+ * its last accepted version. Events: `'connected'`, `'disconnected'`, `'ack'` (typeUrl, version),
+ * `'nack'` (typeUrl, version, message).
+ */
+export class AdsClient extends EventEmitter {
+  private readonly opts: AdsClientOptions;
+  private readonly subs = new Map<string, Subscription>();
+  private client: AdsServiceClient | undefined;
+  private call: grpc.ClientDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse> | undefined;
+  private sentNode = false;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = true;
+
+  /** constructor only stores options; no I/O happens before {@link AdsClient.start}. */
+  constructor(opts: AdsClientOptions) {
+    super();
+    this.opts = opts;
+  }
+
+  /**
+   * subscribe sets (or replaces) the subscription of a type: `names` empty means wildcard for LDS/CDS. If the
+   * names changed while connected, a new request is sent at once.
+   */
+  subscribe<T>(type: XdsResourceType<T>, names: readonly string[], handler: UpdateHandler<T>): void {
+    const sorted = [...new Set(names)].sort();
+    const prev = this.subs.get(type.typeUrl);
+    if (prev) {
+      const same = prev.names.length === sorted.length && prev.names.every((n, i) => n === sorted[i]);
+      prev.handler = handler as UpdateHandler<unknown>;
+      if (same) return;
+      prev.names = sorted;
+      if (!isWildcardType(type.typeUrl)) for (const n of [...prev.resources.keys()]) if (!sorted.includes(n)) prev.resources.delete(n);
+      this.sendRequest(prev);
+      return;
+    }
+    const sub: Subscription = {
+      type: type as XdsResourceType<unknown>,
+      names: sorted,
+      handler: handler as UpdateHandler<unknown>,
+      version: '',
+      nonce: '',
+      resources: new Map(),
+    };
+    this.subs.set(type.typeUrl, sub);
+    this.sendRequest(sub);
+  }
+
+  /** state returns what the client holds per type URL. */
+  state(): TypeState[] {
+    return [...this.subs.values()].map((s) => {
+      const t: TypeState = {
+        typeUrl: s.type.typeUrl,
+        names: s.names,
+        version: s.version,
+        resourceNames: [...s.resources.keys()],
+      };
+      if (s.lastError !== undefined) t.lastError = s.lastError;
+      if (s.acceptedAt !== undefined) t.acceptedAt = s.acceptedAt;
+      return t;
+    });
+  }
+
+  /** resources returns the accepted resources of a type (empty map when none). */
+  resources<T>(typeUrl: string): ReadonlyMap<string, T> {
+    return (this.subs.get(typeUrl)?.resources ?? new Map()) as ReadonlyMap<string, T>;
+  }
+
+  /** start opens the stream; the client reconnects until `signal` aborts or {@link AdsClient.close} is called. */
+  start(signal?: AbortSignal): void {
+    this.stopped = false;
+    signal?.addEventListener('abort', () => this.close(), { once: true });
+    const { Client } = loadAdsGrpc();
+    this.client = new Client(this.opts.address, this.opts.credentials, {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      ...this.opts.channelOptions,
+    });
+    this.connect();
+  }
+
+  /** close ends the stream and stops reconnecting. */
+  close(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  private connect(): void {
+    if (this.stopped || !this.client) return;
+    const call = this.client.StreamAggregatedResources();
+    this.call = call;
+    this.sentNode = false;
+    let ended = false;
+    const onEnd = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.call = undefined;
+      this.emit('disconnected', why);
+      if (this.stopped) return;
+      const base = this.opts.backoffBaseMs ?? 250;
+      const max = this.opts.backoffMaxMs ?? 15_000;
+      const delay = Math.random() * Math.min(max, base * 2 ** this.attempt);
+      this.attempt = Math.min(this.attempt + 1, 16);
+      this.opts.log?.warn({ why, delayMs: Math.round(delay) }, 'ads stream lost; reconnecting');
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+    call.on('data', (resp: WireDiscoveryResponse) => {
+      this.attempt = 0;
+      this.onResponse(resp);
+    });
+    call.on('error', (err: Error) => onEnd(err.message));
+    call.on('end', () => onEnd('stream ended by server'));
+    call.on('status', (s: grpc.StatusObject) => {
+      if (s.code !== grpc.status.OK) onEnd(s.details);
+    });
+    this.emit('connected');
+    for (const sub of this.subs.values()) {
+      sub.nonce = '';
+      this.sendRequest(sub);
+    }
+  }
+
+  private sendRequest(sub: Subscription, errorDetail?: string): void {
+    const call = this.call;
+    if (!call) return;
+    const req: WireDiscoveryRequest = {
+      type_url: sub.type.typeUrl,
+      version_info: sub.version,
+      resource_names: sub.names,
+      response_nonce: sub.nonce,
+    };
+    if (!this.sentNode) {
+      req.node = nodeToWire(this.opts.node);
+      this.sentNode = true;
+    }
+    if (errorDetail !== undefined) req.error_detail = { code: grpc.status.INVALID_ARGUMENT, message: errorDetail };
+    call.write(req);
+  }
+
+  private onResponse(resp: WireDiscoveryResponse): void {
+    const sub = this.subs.get(resp.type_url);
+    if (!sub) {
+      this.opts.log?.warn({ typeUrl: resp.type_url }, 'response for a type not subscribed; ignored');
+      return;
+    }
+    sub.nonce = resp.nonce;
+    const errors: string[] = [];
+    const next = isWildcardType(sub.type.typeUrl) ? new Map<string, unknown>() : new Map(sub.resources);
+    const seen = new Set<string>();
+    for (const any of resp.resources ?? []) {
+      if (any.type_url !== sub.type.typeUrl) {
+        errors.push(`resource of type ${any.type_url} in a ${sub.type.typeUrl} response`);
+        continue;
+      }
+      let result;
+      try {
+        result = sub.type.decode(any);
+      } catch (err) {
+        result = { name: '?', error: `decoder failed: ${(err as Error).message}` };
+      }
+      if ('error' in result) errors.push(`${result.name}: ${result.error}`);
+      else if (seen.has(result.name)) errors.push(`${result.name}: duplicate resource name`);
+      else {
+        seen.add(result.name);
+        next.set(result.name, result.value);
+      }
+    }
+    if (errors.length === 0) {
+      try {
+        sub.handler(next, resp.version_info);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    const type = shortTypeName(sub.type.typeUrl);
+    if (errors.length > 0) {
+      const message = errors.join('; ');
+      sub.lastError = message;
+      this.opts.log?.warn({ type, version: resp.version_info, message }, 'NACK: keeping last good config');
+      this.sendRequest(sub, message);
+      this.emit('nack', sub.type.typeUrl, resp.version_info, message);
+      return;
+    }
+    sub.resources = next;
+    sub.version = resp.version_info;
+    sub.acceptedAt = Date.now();
+    delete sub.lastError;
+    this.sendRequest(sub);
+    this.emit('ack', sub.type.typeUrl, resp.version_info);
+  }
+}

@@ -1,0 +1,154 @@
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { xdsIncludeDirs, type AnyMessage } from '@fedmesh/api/xds';
+
+/** XdsNode is Envoy's `config.core.v3.Node` as fedmesh reads it; `metadata` is the Struct as plain JSON. */
+export interface XdsNode {
+  id: string;
+  cluster?: string;
+  metadata?: Record<string, unknown>;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  user_agent_name?: string;
+}
+
+/** WireStatus is `google.rpc.Status` as carried in `DiscoveryRequest.error_detail`. */
+export interface WireStatus {
+  code?: number;
+  message?: string;
+}
+
+/** WireDiscoveryRequest is `envoy.service.discovery.v3.DiscoveryRequest` as proto-loader decodes it (snake_case). */
+export interface WireDiscoveryRequest {
+  version_info?: string;
+  node?: WireNode;
+  resource_names?: string[];
+  type_url?: string;
+  response_nonce?: string;
+  error_detail?: WireStatus;
+}
+
+/** WireDiscoveryResponse is `envoy.service.discovery.v3.DiscoveryResponse` as proto-loader encodes it. */
+export interface WireDiscoveryResponse {
+  version_info: string;
+  resources: AnyMessage[];
+  type_url: string;
+  nonce: string;
+}
+
+/** WireNode is `config.core.v3.Node` on the wire: metadata is a `google.protobuf.Struct`. */
+export interface WireNode {
+  id?: string;
+  cluster?: string;
+  metadata?: WireStruct;
+  locality?: { region?: string; zone?: string; sub_zone?: string };
+  user_agent_name?: string;
+}
+
+/** WireStruct is `google.protobuf.Struct` in proto-loader's object form. */
+export interface WireStruct {
+  fields?: Record<string, WireValue>;
+}
+
+/** WireValue is `google.protobuf.Value` in proto-loader's object form (a oneof of the kinds below). */
+export interface WireValue {
+  null_value?: string | number;
+  number_value?: number;
+  string_value?: string;
+  bool_value?: boolean;
+  struct_value?: WireStruct;
+  list_value?: { values?: WireValue[] };
+}
+
+/** structToJson converts a `google.protobuf.Struct` into plain JSON. */
+export function structToJson(s: WireStruct | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s?.fields ?? {})) out[k] = valueToJson(v);
+  return out;
+}
+
+function valueToJson(v: WireValue): unknown {
+  if (v.string_value !== undefined) return v.string_value;
+  if (v.number_value !== undefined) return v.number_value;
+  if (v.bool_value !== undefined) return v.bool_value;
+  if (v.struct_value !== undefined) return structToJson(v.struct_value);
+  if (v.list_value !== undefined) return (v.list_value.values ?? []).map(valueToJson);
+  return null;
+}
+
+/** jsonToStruct converts plain JSON into a `google.protobuf.Struct`; `undefined` members are left out. */
+export function jsonToStruct(obj: Record<string, unknown>): WireStruct {
+  const fields: Record<string, WireValue> = {};
+  for (const [k, v] of Object.entries(obj)) if (v !== undefined) fields[k] = jsonToValue(v);
+  return { fields };
+}
+
+function jsonToValue(v: unknown): WireValue {
+  if (v === null) return { null_value: 'NULL_VALUE' };
+  if (typeof v === 'string') return { string_value: v };
+  if (typeof v === 'number') return { number_value: v };
+  if (typeof v === 'boolean') return { bool_value: v };
+  if (Array.isArray(v)) return { list_value: { values: v.map(jsonToValue) } };
+  if (typeof v === 'object') return { struct_value: jsonToStruct(v as Record<string, unknown>) };
+  return { string_value: String(v) };
+}
+
+/** nodeFromWire turns a wire Node into an {@link XdsNode} with plain-JSON metadata. */
+export function nodeFromWire(n: WireNode): XdsNode {
+  const node: XdsNode = { id: n.id ?? '' };
+  if (n.cluster) node.cluster = n.cluster;
+  if (n.metadata) node.metadata = structToJson(n.metadata);
+  if (n.locality) node.locality = n.locality;
+  if (n.user_agent_name) node.user_agent_name = n.user_agent_name;
+  return node;
+}
+
+/** nodeToWire turns an {@link XdsNode} into its wire form. */
+export function nodeToWire(n: XdsNode): WireNode {
+  const wire: WireNode = { id: n.id };
+  if (n.cluster !== undefined) wire.cluster = n.cluster;
+  if (n.metadata) wire.metadata = jsonToStruct(n.metadata);
+  if (n.locality) wire.locality = n.locality;
+  if (n.user_agent_name !== undefined) wire.user_agent_name = n.user_agent_name;
+  return wire;
+}
+
+/** AdsServiceClient is the generated client constructor's instance type for `AggregatedDiscoveryService`. */
+export interface AdsServiceClient extends grpc.Client {
+  StreamAggregatedResources(
+    metadata?: grpc.Metadata,
+    options?: grpc.CallOptions,
+  ): grpc.ClientDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>;
+}
+
+/** AdsGrpc bundles the ADS service definition (for servers) and client constructor (for clients). */
+export interface AdsGrpc {
+  service: grpc.ServiceDefinition;
+  Client: new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => AdsServiceClient;
+}
+
+let cached: AdsGrpc | undefined;
+
+/**
+ * loadAdsGrpc loads `envoy.service.discovery.v3.AggregatedDiscoveryService` with proto-loader (snake_case,
+ * enums and longs as strings, unset fields omitted), once per process. `Any` resources stay raw
+ * `{type_url, value}` so that each type is decoded by its own {@link XdsResourceType}.
+ */
+export function loadAdsGrpc(): AdsGrpc {
+  if (cached) return cached;
+  const includeDirs = xdsIncludeDirs();
+  const def = protoLoader.loadSync(path.join(includeDirs[0] ?? '', 'envoy/service/discovery/v3/ads.proto'), {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: false,
+    oneofs: false,
+    includeDirs,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: grpc.ServiceClientConstructor } } } };
+  };
+  const ctor = pkg.envoy.service.discovery.v3.AggregatedDiscoveryService;
+  cached = { service: ctor.service, Client: ctor as unknown as AdsGrpc['Client'] };
+  return cached;
+}
