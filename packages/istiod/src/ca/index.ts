@@ -1,0 +1,25 @@
+/**
+ * The CA service of istiod: Istio's `IstioCertificateService` over gRPC with chained authenticators (local tokens,
+ * renewal by client certificate). Export from the package entry point; see README.md here.
+ */
+export type { AuthenticatedCaller, AuthenticationContext, Authenticator } from './authenticator.js';
+export {
+  LocalTokenAuthenticator,
+  type LocalTokenAuthenticatorOptions,
+  type MintTokenOptions,
+} from './local-token-authenticator.js';
+export { CertificateAuthenticator, type CertificateAuthenticatorOptions } from './certificate-authenticator.js';
+export {
+  CA_REFUSAL_MESSAGE,
+  CA_REFUSAL_STATUS,
+  createCaService,
+  type CaService,
+  type CaServiceOptions,
+} from './ca-service.js';
+export {
+  createOptionalClientCertCredentials,
+  startCaServer,
+  StaticCertificateProvider,
+  type RunningCaServer,
+  type StartCaServerOptions,
+} from './ca-server.js';
