@@ -1,1 +1,4 @@
-export {};
+export * from './local-mesh.js';
+export * from './demo.js';
+export * from './echo-app.js';
+export * from './logging.js';

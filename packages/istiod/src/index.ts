@@ -1,1 +1,13 @@
-export {};
+export * from './istiod.js';
+export * from './discovery.js';
+export * from './admin-api.js';
+export * from './metrics.js';
+export * from './push-context.js';
+export * from './config/store.js';
+export * from './config/file-source.js';
+export * from './registry/kube-objects.js';
+export * from './model/service.js';
+export * from './model/proxy.js';
+export * from './model/config.js';
+export * from './generators/index.js';
+export * from './ca/index.js';

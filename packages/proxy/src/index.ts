@@ -1,1 +1,11 @@
-export {};
+export * from './sidecar.js';
+export * from './admin.js';
+export * from './cert-manager.js';
+export * from './cluster-manager.js';
+export * from './listener-manager.js';
+export * from './http-handler.js';
+export * from './metrics.js';
+export * from './route-table.js';
+export * from './secrets.js';
+export * from './xds/envoy-schemas.js';
+export * from './xds/resource-types.js';

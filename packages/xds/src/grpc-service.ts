@@ -50,14 +50,17 @@ export interface WireStruct {
   fields?: Record<string, WireValue>;
 }
 
-/** WireValue is `google.protobuf.Value` in proto-loader's object form (a oneof of the kinds below). */
+/**
+ * WireValue is `google.protobuf.Value` in proto-loader's object form (a oneof of the kinds below). protobufjs ships
+ * the well-known types with camelCase field names, so these stay camelCase even with `keepCase`.
+ */
 export interface WireValue {
-  null_value?: string | number;
-  number_value?: number;
-  string_value?: string;
-  bool_value?: boolean;
-  struct_value?: WireStruct;
-  list_value?: { values?: WireValue[] };
+  nullValue?: string | number;
+  numberValue?: number;
+  stringValue?: string;
+  boolValue?: boolean;
+  structValue?: WireStruct;
+  listValue?: { values?: WireValue[] };
 }
 
 /** structToJson converts a `google.protobuf.Struct` into plain JSON. */
@@ -68,11 +71,11 @@ export function structToJson(s: WireStruct | undefined): Record<string, unknown>
 }
 
 function valueToJson(v: WireValue): unknown {
-  if (v.string_value !== undefined) return v.string_value;
-  if (v.number_value !== undefined) return v.number_value;
-  if (v.bool_value !== undefined) return v.bool_value;
-  if (v.struct_value !== undefined) return structToJson(v.struct_value);
-  if (v.list_value !== undefined) return (v.list_value.values ?? []).map(valueToJson);
+  if (v.stringValue !== undefined) return v.stringValue;
+  if (v.numberValue !== undefined) return v.numberValue;
+  if (v.boolValue !== undefined) return v.boolValue;
+  if (v.structValue !== undefined) return structToJson(v.structValue);
+  if (v.listValue !== undefined) return (v.listValue.values ?? []).map(valueToJson);
   return null;
 }
 
@@ -84,13 +87,13 @@ export function jsonToStruct(obj: Record<string, unknown>): WireStruct {
 }
 
 function jsonToValue(v: unknown): WireValue {
-  if (v === null) return { null_value: 'NULL_VALUE' };
-  if (typeof v === 'string') return { string_value: v };
-  if (typeof v === 'number') return { number_value: v };
-  if (typeof v === 'boolean') return { bool_value: v };
-  if (Array.isArray(v)) return { list_value: { values: v.map(jsonToValue) } };
-  if (typeof v === 'object') return { struct_value: jsonToStruct(v as Record<string, unknown>) };
-  return { string_value: String(v) };
+  if (v === null) return { nullValue: 'NULL_VALUE' };
+  if (typeof v === 'string') return { stringValue: v };
+  if (typeof v === 'number') return { numberValue: v };
+  if (typeof v === 'boolean') return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(jsonToValue) } };
+  if (typeof v === 'object') return { structValue: jsonToStruct(v as Record<string, unknown>) };
+  return { stringValue: String(v) };
 }
 
 /** nodeFromWire turns a wire Node into an {@link XdsNode} with plain-JSON metadata. */

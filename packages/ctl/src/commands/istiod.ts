@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { Istiod } from '@fedmesh/istiod';
+import { createLogger } from '../logging.js';
+import { runUntilSignal } from '../signals.js';
+
+/** registerIstiod adds `fedmesh istiod`: run one control plane in the foreground until SIGTERM/SIGINT. */
+export function registerIstiod(program: Command): void {
+  program
+    .command('istiod')
+    .description('run the control plane (xDS on 15010/15012, CA on 15012, metrics and admin on 15014)')
+    .requiredOption('--state-dir <dir>', 'state directory (self-signed root, admin token)')
+    .option('--host <ip>', 'address to bind', '127.0.0.1')
+    .option('--ca-dir <dir>', 'Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)')
+    .option('-f, --file <files...>', 'manifest files to load and watch', [])
+    .option('--xds-plain-port <port>', 'plaintext xDS port', '15010')
+    .option('--xds-tls-port <port>', 'TLS xDS and CA port', '15012')
+    .option('--monitoring-port <port>', 'metrics and admin port', '15014')
+    .option('--trust-domain <td>', 'trust domain', 'cluster.local')
+    .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
+    .action(async (o: { stateDir: string; host: string; caDir?: string; file: string[]; xdsPlainPort: string; xdsTlsPort: string; monitoringPort: string; trustDomain: string; clusterId: string }) => {
+      const log = createLogger('istiod');
+      const istiod = new Istiod({
+        host: o.host,
+        stateDir: o.stateDir,
+        ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
+        configFiles: o.file,
+        xdsPlainPort: Number(o.xdsPlainPort),
+        xdsTlsPort: Number(o.xdsTlsPort),
+        monitoringPort: Number(o.monitoringPort),
+        mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId },
+        log,
+      });
+      await runUntilSignal(log, async () => {
+        await istiod.start();
+      }, () => istiod.stop());
+    });
+}

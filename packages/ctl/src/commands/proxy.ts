@@ -1,0 +1,47 @@
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { Sidecar } from '@fedmesh/proxy';
+import { createLogger } from '../logging.js';
+import { runUntilSignal } from '../signals.js';
+
+/** registerProxy adds `fedmesh proxy`: run one sidecar in the foreground until SIGTERM/SIGINT. */
+export function registerProxy(program: Command): void {
+  program
+    .command('proxy')
+    .description('run a sidecar proxy for one workload (outbound 15001, inbound 15006, admin 15000)')
+    .requiredOption('--ip <ip>', "the workload's address; listeners bind here")
+    .requiredOption('--pod <name>', 'pod name')
+    .requiredOption('--namespace <ns>', 'namespace')
+    .requiredOption('--service-account <sa>', 'service account')
+    .requiredOption('--discovery <host:port>', "istiod's TLS xDS and CA address (15012)")
+    .requiredOption('--root-cert <file>', 'mesh root certificate (PEM) to trust istiod with')
+    .option('--token-file <file>', 'bootstrap token file for the first certificate')
+    .option('--workload <name>', 'workload (Deployment) name')
+    .option('--labels <json>', 'pod labels as a JSON object', '{}')
+    .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
+    .option('--admin-port <port>', 'admin port', '15000')
+    .option('--mtls-port <port>', "peers' mTLS port in explicit mode", '15006')
+    .option('--cert-ttl <seconds>', 'requested certificate lifetime (0: CA default)', '0')
+    .action(async (o: { ip: string; pod: string; namespace: string; serviceAccount: string; discovery: string; rootCert: string; tokenFile?: string; workload?: string; labels: string; clusterId: string; adminPort: string; mtlsPort: string; certTtl: string }) => {
+      const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
+      const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+      const sidecar = new Sidecar({
+        ip: o.ip,
+        podName: o.pod,
+        namespace: o.namespace,
+        serviceAccount: o.serviceAccount,
+        labels: JSON.parse(o.labels) as Record<string, string>,
+        workloadName: o.workload ?? o.pod,
+        clusterId: o.clusterId,
+        discoveryAddress: o.discovery,
+        rootCertPem: fs.readFileSync(o.rootCert, 'utf8'),
+        token,
+        certTtlSeconds: Number(o.certTtl),
+        adminPort: Number(o.adminPort),
+        mtlsPort: Number(o.mtlsPort),
+        log,
+        accessLog: log.child({ scope: 'access' }),
+      });
+      await runUntilSignal(log, () => sidecar.start(), () => sidecar.stop());
+    });
+}

@@ -1,0 +1,146 @@
+import { TypeUrl, inboundClusterName, mtlsSni, outboundClusterName } from '@fedmesh/api/xds';
+import { parseDurationMs } from '@fedmesh/api';
+import type { ProxyModel } from '../model/proxy.js';
+import type { MeshService, ServicePort } from '../model/service.js';
+import type { PushContext } from '../push-context.js';
+import type { TrafficPolicy } from '@fedmesh/api';
+import { ADS_SOURCE, durationToProto, matchesLabels, serviceAccountsOf, subsetLabels, toResource, type GeneratedResource } from './common.js';
+
+/** effectivePolicy merges a DestinationRule's traffic policies for one subset and port: subset over port-level over top level (Istio's `MergeTrafficPolicy`). */
+export function effectivePolicy(
+  top: TrafficPolicy | undefined,
+  subset: TrafficPolicy | undefined,
+  port: number,
+): Omit<TrafficPolicy, 'portLevelSettings'> {
+  const pick = (p: TrafficPolicy | undefined): Omit<TrafficPolicy, 'portLevelSettings'> => {
+    if (!p) return {};
+    const { portLevelSettings, ...rest } = p;
+    const pl = portLevelSettings?.find((s) => s.port?.number === port);
+    if (!pl) return rest;
+    const { port: _port, ...plRest } = pl;
+    return { ...rest, ...Object.fromEntries(Object.entries(plRest).filter(([, v]) => v !== undefined)) };
+  };
+  const base = pick(top);
+  const sub = pick(subset);
+  return { ...base, ...Object.fromEntries(Object.entries(sub).filter(([, v]) => v !== undefined)) };
+}
+
+const LB: Record<string, string | undefined> = {
+  ROUND_ROBIN: 'ROUND_ROBIN',
+  RANDOM: 'RANDOM',
+  LEAST_REQUEST: 'LEAST_REQUEST',
+  LEAST_CONN: 'LEAST_REQUEST',
+  UNSPECIFIED: undefined,
+};
+
+function outboundCluster(
+  push: PushContext,
+  proxy: ProxyModel,
+  svc: MeshService,
+  port: ServicePort,
+  subset: string,
+  warnings: string[],
+): object | undefined {
+  const name = outboundClusterName(port.port, subset, svc.hostname);
+  const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
+  const subsetPolicy = subset ? dr?.spec.subsets?.find((s) => s.name === subset)?.trafficPolicy : undefined;
+  const policy = effectivePolicy(dr?.spec.trafficPolicy, subsetPolicy, port.port);
+  const instances = push.instances(svc.hostname, port.port);
+  const cluster: Record<string, unknown> = {
+    name,
+    type: 'EDS',
+    eds_cluster_config: { service_name: name, eds_config: ADS_SOURCE },
+    connect_timeout: durationToProto(policy.connectionPool?.tcp?.connectTimeout ? parseDurationMs(policy.connectionPool.tcp.connectTimeout) : 10_000),
+  };
+  const lb = policy.loadBalancer?.simple ? LB[policy.loadBalancer.simple] : undefined;
+  if (lb) cluster.lb_policy = lb;
+  if (policy.loadBalancer?.consistentHash || policy.loadBalancer?.localityLbSetting)
+    warnings.push(`${name}: loadBalancer consistentHash/localityLbSetting not yet supported by the fedmesh proxy; using ${lb ?? 'ROUND_ROBIN'}`);
+  if (policy.outlierDetection) warnings.push(`${name}: outlierDetection not yet supported by the fedmesh proxy; ignored`);
+  const mode = policy.tls?.mode;
+  if (mode === 'SIMPLE' || mode === 'MUTUAL') {
+    warnings.push(`${name}: DestinationRule tls mode ${mode} (origination) not yet supported; cluster left out`);
+    return undefined;
+  }
+  const autoMtls = mode === undefined && instances.every((i) => i.endpoint.tlsMode === 'istio');
+  if (mode === 'ISTIO_MUTUAL' || autoMtls) {
+    const sans = serviceAccountsOf(push.mesh.trustDomain, instances);
+    cluster.transport_socket = {
+      name: 'envoy.transport_sockets.tls',
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+        sni: mtlsSni(port.port, subset, svc.hostname),
+        common_tls_context: {
+          tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: ADS_SOURCE }],
+          combined_validation_context: {
+            default_validation_context: {
+              match_typed_subject_alt_names: sans.map((s) => ({ san_type: 'URI', matcher: { exact: s } })),
+            },
+            validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: ADS_SOURCE },
+          },
+          alpn_protocols: ['istio', 'http/1.1'],
+        },
+      },
+    };
+  }
+  return cluster;
+}
+
+/**
+ * generateClusters is the CDS generator (Istio's `CdsGenerator`): for every service port visible to the proxy,
+ * `outbound|<port>||<host>` and one `outbound|<port>|<subset>|<host>` per DestinationRule subset, using the
+ * effective traffic policy (subset over port-level over top-level); mTLS when the DestinationRule says
+ * ISTIO_MUTUAL or, with no TLS setting, when every endpoint has a sidecar (auto mTLS). Then `inbound|<port>||`
+ * STATIC clusters to the proxy's own workload for each service port selecting it. Pure: push and proxy in,
+ * resources out; problems are appended to `warnings`.
+ */
+export function generateClusters(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
+  const out: GeneratedResource[] = [];
+  for (const svc of push.servicesFor(proxy.namespace)) {
+    const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
+    for (const port of svc.ports) {
+      for (const subset of ['', ...(dr?.spec.subsets ?? []).map((s) => s.name)]) {
+        const c = outboundCluster(push, proxy, svc, port, subset, warnings);
+        if (c) out.push(toResource(TypeUrl.Cluster, outboundClusterName(port.port, subset, svc.hostname), c));
+      }
+    }
+  }
+  for (const [targetPort] of inboundPorts(push, proxy)) {
+    const name = inboundClusterName(targetPort);
+    out.push(
+      toResource(TypeUrl.Cluster, name, {
+        name,
+        type: 'STATIC',
+        connect_timeout: durationToProto(10_000),
+        load_assignment: {
+          cluster_name: name,
+          endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: proxy.ip, port_value: targetPort } } } }] }],
+        },
+      }),
+    );
+  }
+  return out;
+}
+
+/**
+ * inboundPorts returns the proxy's own inbound ports: target port → the (service, port, subsets) pairs that
+ * reach it, from every visible-or-not service whose endpoints include the proxy's address.
+ */
+export function inboundPorts(push: PushContext, proxy: ProxyModel): Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]> {
+  const out = new Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]>();
+  for (const svc of push.services) {
+    if (svc.namespace !== proxy.namespace) continue;
+    for (const port of svc.ports) {
+      const mine = push.instances(svc.hostname, port.port).find((i) => i.endpoint.address === proxy.ip);
+      if (!mine) continue;
+      const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
+      const subsets = (dr?.spec.subsets ?? [])
+        .filter((s) => matchesLabels(subsetLabels(dr, s.name) ?? {}, mine.endpoint.labels))
+        .map((s) => s.name);
+      const list = out.get(mine.servicePort.targetPort) ?? [];
+      list.push({ svc, port, subsets });
+      out.set(mine.servicePort.targetPort, list);
+    }
+  }
+  return out;
+}

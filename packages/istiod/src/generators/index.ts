@@ -1,0 +1,32 @@
+import { TypeUrl } from '@fedmesh/api/xds';
+import type { ResourceEntry } from '@fedmesh/xds';
+import type { ProxyModel } from '../model/proxy.js';
+import type { PushContext } from '../push-context.js';
+import { generateClusters } from './cds.js';
+import { generateEndpoints } from './eds.js';
+import { generateListeners } from './lds.js';
+import { generateRoutes } from './rds.js';
+import { generateSecrets } from './sds.js';
+
+/** ResourceGenerator makes every resource of one type URL for one proxy from a push context (pure). */
+export type ResourceGenerator = (push: PushContext, proxy: ProxyModel, warnings: string[]) => ResourceEntry[];
+
+/**
+ * createGenerators returns the generator map, one per type URL (Istio's `XdsResourceGenerator` registry),
+ * filled explicitly at bootstrap.
+ */
+export function createGenerators(): Map<string, ResourceGenerator> {
+  return new Map<string, ResourceGenerator>([
+    [TypeUrl.Listener, (p, x) => generateListeners(p, x)],
+    [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
+    [TypeUrl.Cluster, (p, x, w) => generateClusters(p, x, w)],
+    [TypeUrl.ClusterLoadAssignment, (p, x) => generateEndpoints(p, x)],
+    [TypeUrl.Secret, (p) => generateSecrets(p)],
+  ]);
+}
+
+export { generateClusters, inboundPorts, effectivePolicy } from './cds.js';
+export { generateEndpoints, buildLoadAssignment } from './eds.js';
+export { generateListeners, INBOUND_PORT, OUTBOUND_PORT } from './lds.js';
+export { generateRoutes, domainsFor, virtualServiceRoutes, OUTBOUND_ROUTE_NAME, ISTIO_DEFAULT_RETRY } from './rds.js';
+export { generateSecrets, ROOTCA_SECRET } from './sds.js';

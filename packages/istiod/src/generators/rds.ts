@@ -1,0 +1,260 @@
+import { TypeUrl, outboundClusterName } from '@fedmesh/api/xds';
+import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute, type HeaderMatch, type Headers } from '@fedmesh/api';
+import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
+import type { ProxyModel } from '../model/proxy.js';
+import { isHttpProtocol, type MeshService, type ServicePort } from '../model/service.js';
+import type { PushContext } from '../push-context.js';
+import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
+
+/** OUTBOUND_ROUTE_NAME is the RouteConfiguration the explicit outbound listener (15001) uses. */
+export const OUTBOUND_ROUTE_NAME = 'outbound';
+
+/**
+ * ISTIO_DEFAULT_RETRY is the retry policy Istio puts on every route without `retries` (2 attempts on connect
+ * failure, refused stream, unavailable, cancelled, and 503).
+ */
+export const ISTIO_DEFAULT_RETRY = {
+  retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+  num_retries: { value: 2 },
+  retriable_status_codes: [503],
+  retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
+  host_selection_retry_max_attempts: '5',
+};
+
+/**
+ * domainsFor lists a virtual host's domains as Istio does for a sidecar: the FQDN and its shorter forms
+ * (`reviews.default.svc`, `reviews.default`, and `reviews` within the same namespace), each with `:<port>`;
+ * port-less forms only for the service's HTTP-default port (80, else its only HTTP port).
+ */
+export function domainsFor(svc: MeshService, port: ServicePort, proxyNs: string, domainSuffix: string): string[] {
+  const names = [svc.hostname];
+  const short = svc.hostname.endsWith(`.svc.${domainSuffix}`) ? svc.hostname.slice(0, -`.${domainSuffix}`.length) : undefined;
+  if (short) {
+    names.push(short, `${svc.name}.${svc.namespace}`);
+    if (svc.namespace === proxyNs) names.push(svc.name);
+  }
+  const httpPorts = svc.ports.filter((p) => isHttpProtocol(p.protocol));
+  const portless = port.port === 80 || (httpPorts.length === 1 && !svc.ports.some((p) => p.port === 80));
+  const out: string[] = [];
+  for (const n of names) {
+    if (portless) out.push(n);
+    out.push(`${n}:${port.port}`);
+  }
+  return out;
+}
+
+function stringMatcher(m: HeaderMatch): object | undefined {
+  if (m.exact !== undefined) return { exact: m.exact };
+  if (m.prefix !== undefined) return { prefix: m.prefix };
+  if (m.regex !== undefined) return { safe_regex: { regex: m.regex } };
+  return undefined;
+}
+
+function headerMatcher(name: string, m: HeaderMatch, invert = false): object {
+  const sm = stringMatcher(m);
+  const h: Record<string, unknown> = { name: name.toLowerCase() };
+  if (sm) h.string_match = sm;
+  else h.present_match = true;
+  if (invert) h.invert_match = true;
+  return h;
+}
+
+function routeMatch(m: HTTPMatchRequest | undefined): object {
+  const out: Record<string, unknown> = {};
+  const uri = m?.uri;
+  if (uri?.exact !== undefined) out.path = uri.exact;
+  else if (uri?.prefix !== undefined) out.prefix = uri.prefix;
+  else if (uri?.regex !== undefined) out.safe_regex = { regex: uri.regex };
+  else out.prefix = '/';
+  if (m?.ignoreUriCase) out.case_sensitive = { value: false };
+  const headers: object[] = [];
+  for (const [k, v] of Object.entries(m?.headers ?? {})) headers.push(headerMatcher(k, v));
+  for (const [k, v] of Object.entries(m?.withoutHeaders ?? {})) headers.push(headerMatcher(k, v, true));
+  if (m?.method) headers.push(headerMatcher(':method', m.method));
+  if (m?.authority) headers.push(headerMatcher(':authority', m.authority));
+  if (m?.scheme) headers.push(headerMatcher(':scheme', m.scheme));
+  if (headers.length > 0) out.headers = headers;
+  const qp = Object.entries(m?.queryParams ?? {}).map(([k, v]) => {
+    const sm = stringMatcher(v);
+    return sm ? { name: k, string_match: sm } : { name: k, present_match: true };
+  });
+  if (qp.length > 0) out.query_parameters = qp;
+  return out;
+}
+
+function headerOps(h: Headers['request'] | undefined): { add: object[]; remove: string[] } {
+  const add: object[] = [];
+  for (const [k, v] of Object.entries(h?.set ?? {})) add.push({ header: { key: k, value: v }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
+  for (const [k, v] of Object.entries(h?.add ?? {})) add.push({ header: { key: k, value: v }, append_action: 'APPEND_IF_EXISTS_OR_ADD' });
+  return { add, remove: h?.remove ?? [] };
+}
+
+const REDIRECT_CODES: Record<number, string> = {
+  301: 'MOVED_PERMANENTLY',
+  302: 'FOUND',
+  303: 'SEE_OTHER',
+  307: 'TEMPORARY_REDIRECT',
+  308: 'PERMANENT_REDIRECT',
+};
+
+/** destinationCluster names the cluster of a route destination, choosing the port as Istio does. */
+function destinationCluster(
+  push: PushContext,
+  vsNs: string,
+  dest: { host: string; subset?: string | undefined; port?: { number?: number | undefined } | undefined },
+  vhostPort: number,
+): string {
+  const host = push.resolveHost(dest.host, vsNs);
+  const svc = push.service(host);
+  let port = dest.port?.number;
+  if (port === undefined) port = svc && svc.ports.length === 1 ? svc.ports[0]?.port : vhostPort;
+  return outboundClusterName(port ?? vhostPort, dest.subset ?? '', host);
+}
+
+function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRoute, m: HTTPMatchRequest | undefined, port: number, idx: string, warnings: string[]): object {
+  const ns = namespaceOf(vs);
+  const route: Record<string, unknown> = { name: r.name ?? `${vs.metadata.name}.${ns}.${idx}`, match: routeMatch(m) };
+  const req = headerOps(r.headers?.request);
+  const resp = headerOps(r.headers?.response);
+  if (r.redirect) {
+    const d = r.redirect;
+    const red: Record<string, unknown> = { response_code: REDIRECT_CODES[d.redirectCode ?? 301] ?? 'MOVED_PERMANENTLY' };
+    if (d.uri !== undefined) red.path_redirect = d.uri;
+    if (d.authority !== undefined) red.host_redirect = d.authority;
+    if (d.scheme !== undefined) red.scheme_redirect = d.scheme;
+    if (d.port !== undefined) red.port_redirect = d.port;
+    route.redirect = red;
+  } else if (r.directResponse) {
+    const d = r.directResponse;
+    route.direct_response = { status: d.status, ...(d.body?.string !== undefined ? { body: { inline_string: d.body.string } } : {}) };
+  } else {
+    const dests = r.route ?? [];
+    const action: Record<string, unknown> = {};
+    if (dests.length === 1) {
+      const d0 = dests[0];
+      if (d0) {
+        action.cluster = destinationCluster(push, ns, d0.destination, port);
+        const dh = headerOps(d0.headers?.request);
+        req.add.push(...dh.add);
+        req.remove.push(...dh.remove);
+        const dr = headerOps(d0.headers?.response);
+        resp.add.push(...dr.add);
+        resp.remove.push(...dr.remove);
+      }
+    } else {
+      if (dests.some((d) => d.headers)) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: per-destination headers with several destinations are not yet supported; ignored`);
+      action.weighted_clusters = {
+        clusters: dests
+          .filter((d) => (d.weight ?? 0) > 0)
+          .map((d) => ({ name: destinationCluster(push, ns, d.destination, port), weight: { value: d.weight ?? 0 } })),
+      };
+    }
+    action.timeout = durationToProto(r.timeout ? parseDurationMs(r.timeout) : 0);
+    if (r.retries) {
+      if ((r.retries.attempts ?? 0) > 0) {
+        const rp: Record<string, unknown> = {
+          retry_on: r.retries.retryOn ?? ISTIO_DEFAULT_RETRY.retry_on,
+          num_retries: { value: r.retries.attempts },
+          retry_host_predicate: ISTIO_DEFAULT_RETRY.retry_host_predicate,
+          host_selection_retry_max_attempts: '5',
+        };
+        const codes = (r.retries.retryOn ?? '').split(',').map((s) => s.trim()).filter((s) => /^\d{3}$/.test(s)).map(Number);
+        if (codes.length > 0) {
+          rp.retry_on = String(rp.retry_on).split(',').filter((s) => !/^\d{3}$/.test(s.trim())).concat('retriable-status-codes').join(',');
+          rp.retriable_status_codes = codes;
+        } else if (r.retries.retryOn === undefined) rp.retriable_status_codes = ISTIO_DEFAULT_RETRY.retriable_status_codes;
+        if (r.retries.perTryTimeout) rp.per_try_timeout = durationToProto(parseDurationMs(r.retries.perTryTimeout));
+        action.retry_policy = rp;
+      }
+    } else action.retry_policy = ISTIO_DEFAULT_RETRY;
+    if (r.rewrite?.uri !== undefined) action.prefix_rewrite = r.rewrite.uri;
+    if (r.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: r.rewrite.uriRegexRewrite.match }, substitution: r.rewrite.uriRegexRewrite.rewrite };
+    if (r.rewrite?.authority !== undefined) action.host_rewrite_literal = r.rewrite.authority;
+    const mirrors = [...(r.mirror ? [{ destination: r.mirror, percentage: r.mirrorPercentage }] : []), ...(r.mirrors ?? [])];
+    if (mirrors.length > 0)
+      action.request_mirror_policies = mirrors.map((mi) => ({
+        cluster: destinationCluster(push, ns, mi.destination, port),
+        runtime_fraction: { default_value: percentToFraction(mi.percentage?.value) },
+      }));
+    route.route = action;
+  }
+  if (r.fault) {
+    const f: Record<string, unknown> = { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' };
+    const dl = r.fault.delay;
+    if (dl?.fixedDelay) f.delay = { fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)), percentage: percentToFraction(dl.percentage?.value ?? dl.percent) };
+    const ab = r.fault.abort;
+    if (ab?.httpStatus !== undefined) f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
+    if ((dl && !dl.fixedDelay) || (ab && ab.httpStatus === undefined)) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
+    route.typed_per_filter_config = { 'envoy.filters.http.fault': f };
+  }
+  if (r.corsPolicy) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: corsPolicy not yet supported; ignored`);
+  if (r.delegate) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: delegate not yet supported for sidecars; route left out`);
+  if (req.add.length > 0) route.request_headers_to_add = req.add;
+  if (req.remove.length > 0) route.request_headers_to_remove = req.remove;
+  if (resp.add.length > 0) route.response_headers_to_add = resp.add;
+  if (resp.remove.length > 0) route.response_headers_to_remove = resp.remove;
+  return route;
+}
+
+function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number): boolean {
+  if (m.port !== undefined && m.port !== port) return false;
+  if (m.sourceLabels && !matchesLabels(m.sourceLabels, proxy.labels)) return false;
+  if (m.sourceNamespace !== undefined && m.sourceNamespace !== proxy.namespace) return false;
+  if (m.gateways && m.gateways.length > 0 && !m.gateways.includes('mesh')) return false;
+  return true;
+}
+
+/**
+ * virtualServiceRoutes translates a VirtualService's `http` routes for one service port as seen by one proxy
+ * (Istio's `BuildHTTPRoutesForVirtualService`): each `match` becomes its own Envoy route in order; matches that
+ * name another port, other source labels or namespace, or only non-mesh gateways are skipped for this proxy.
+ */
+export function virtualServiceRoutes(push: PushContext, vs: VirtualServiceObject, proxy: ProxyModel, port: number, warnings: string[]): object[] {
+  const out: object[] = [];
+  (vs.spec.http ?? []).forEach((r, i) => {
+    if (r.delegate) {
+      warnings.push(`${vs.metadata.name}.${namespaceOf(vs)} http[${i}]: delegate not yet supported for sidecars; route left out`);
+      return;
+    }
+    const matches = r.match && r.match.length > 0 ? r.match : [undefined];
+    matches.forEach((m, j) => {
+      if (m && !matchApplies(m, proxy, port)) return;
+      out.push(translateRoute(push, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings));
+    });
+  });
+  return out;
+}
+
+/**
+ * generateRoutes is the RDS generator: the `outbound` RouteConfiguration with one virtual host per visible HTTP
+ * service port (`<host>:<port>`), routes from the VirtualService bound to that host, or else one default route
+ * to `outbound|<port>||<host>` with Istio's default retry policy and no timeout.
+ */
+export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
+  const virtualHosts: object[] = [];
+  const seen = new Set<string>();
+  for (const svc of push.servicesFor(proxy.namespace)) {
+    const vs = push.virtualServiceFor(svc.hostname, proxy.namespace);
+    for (const port of svc.ports) {
+      if (!isHttpProtocol(port.protocol)) continue;
+      const domains = domainsFor(svc, port, proxy.namespace, push.mesh.domainSuffix).filter((d) => !seen.has(d));
+      domains.forEach((d) => seen.add(d));
+      if (domains.length === 0) continue;
+      const routes = vs
+        ? virtualServiceRoutes(push, vs, proxy, port.port, warnings)
+        : [
+            {
+              name: 'default',
+              match: { prefix: '/' },
+              route: {
+                cluster: outboundClusterName(port.port, '', svc.hostname),
+                timeout: durationToProto(0),
+                retry_policy: ISTIO_DEFAULT_RETRY,
+              },
+            },
+          ];
+      virtualHosts.push({ name: `${svc.hostname}:${port.port}`, domains, routes });
+    }
+  }
+  return [toResource(TypeUrl.RouteConfiguration, OUTBOUND_ROUTE_NAME, { name: OUTBOUND_ROUTE_NAME, virtual_hosts: virtualHosts, validate_clusters: { value: false } })];
+}

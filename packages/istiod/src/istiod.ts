@@ -1,0 +1,184 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import type http from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import { CertificateAuthority, generateKeyPair, verifySpiffePeer } from '@fedmesh/pki';
+import type { Logger } from 'pino';
+import { createAdminApi } from './admin-api.js';
+import {
+  CertificateAuthenticator,
+  LocalTokenAuthenticator,
+  StaticCertificateProvider,
+  createCaService,
+  createOptionalClientCertCredentials,
+} from './ca/index.js';
+import { FileConfigSource } from './config/file-source.js';
+import { ConfigStore, type StoredObject } from './config/store.js';
+import { DiscoveryServer } from './discovery.js';
+import { IstiodMetrics } from './metrics.js';
+import type { MeshSettings } from './push-context.js';
+import { KubeObjectsRegistry } from './registry/kube-objects.js';
+
+/** IstiodOptions configure one control plane. Ports follow Istio: 15010, 15012, 15014. */
+export interface IstiodOptions {
+  /** host is the address every listener binds (a loopback address in the local mesh). */
+  host: string;
+  /** xdsPlainPort serves ADS without TLS (loopback and proxyless clients only); 0 picks a free port. */
+  xdsPlainPort: number;
+  /** xdsTlsPort serves ADS and the CA over TLS; 0 picks a free port. */
+  xdsTlsPort: number;
+  /** monitoringPort serves `/metrics`, `/ready` and the admin API; 0 picks a free port. */
+  monitoringPort: number;
+  /** stateDir holds the self-signed root (when no plug-in CA is given) and the admin token. */
+  stateDir: string;
+  /** caDir, when set, is an Istio plug-in CA directory (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`). */
+  caDir?: string;
+  /** configFiles are manifest files to load and watch. */
+  configFiles: string[];
+  mesh?: Partial<MeshSettings>;
+  log: Logger;
+}
+
+/** IstiodAddresses are the bound endpoints, `host:port`. */
+export interface IstiodAddresses {
+  xdsPlain: string;
+  xdsTls: string;
+  monitoring: string;
+}
+
+function listenHttp(server: http.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const a = server.address();
+      resolve(typeof a === 'object' && a ? a.port : port);
+    });
+  });
+}
+
+function bindGrpc(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/**
+ * Istiod is the fedmesh control plane for one cluster: a config store fed by manifest files and the admin API,
+ * a registry of services and pods, the xDS push path, and the CA. {@link Istiod.start} binds everything and
+ * writes `<stateDir>/admin-token` (0600); {@link Istiod.stop} releases it all.
+ */
+export class Istiod {
+  readonly store = new ConfigStore<StoredObject>();
+  readonly metrics = new IstiodMetrics();
+  readonly mesh: MeshSettings;
+  discovery!: DiscoveryServer;
+  ca!: CertificateAuthority;
+  tokens!: LocalTokenAuthenticator;
+  addresses!: IstiodAddresses;
+  private readonly grpcPlain = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024, 'grpc.keepalive_time_ms': 30_000 });
+  private readonly grpcTls = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024, 'grpc.keepalive_time_ms': 30_000 });
+  private http: http.Server | undefined;
+  private files: FileConfigSource | undefined;
+  private started = false;
+
+  /** constructor stores options; no I/O before {@link Istiod.start}. */
+  constructor(private readonly opts: IstiodOptions) {
+    this.mesh = {
+      trustDomain: 'cluster.local',
+      domainSuffix: 'cluster.local',
+      rootNamespace: 'istio-system',
+      clusterId: 'Kubernetes',
+      network: '',
+      ...opts.mesh,
+    };
+  }
+
+  /** start loads the CA and config, then binds 15010, 15012 and 15014. Throws on a bad CA directory or a bind failure. */
+  async start(signal?: AbortSignal): Promise<IstiodAddresses> {
+    const log = this.opts.log;
+    fs.mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
+    this.ca = this.opts.caDir
+      ? await CertificateAuthority.loadPluggedCa(this.opts.caDir, { trustDomain: this.mesh.trustDomain })
+      : await CertificateAuthority.createSelfSigned({ stateDir: path.join(this.opts.stateDir, 'ca'), trustDomain: this.mesh.trustDomain });
+    this.tokens = new LocalTokenAuthenticator({ trustDomain: this.mesh.trustDomain });
+    const registry = new KubeObjectsRegistry(this.store, { cluster: this.mesh.clusterId, network: this.mesh.network, domainSuffix: this.mesh.domainSuffix });
+    const trustBundle = this.ca.rootCertsPem.join('');
+    this.discovery = new DiscoveryServer({
+      store: this.store,
+      registries: [registry],
+      mesh: this.mesh,
+      trustBundlePem: () => trustBundle,
+      log: log.child({ scope: 'xds' }),
+      metrics: this.metrics,
+      // Over TLS (15012) a stream must present a workload certificate matching its Node; on the plaintext port
+      // (15010, loopback and proxyless clients) the Node is trusted, as in Istio.
+      verifyIdentity: (call, proxy) => {
+        const auth = call.getAuthContext();
+        if (auth?.transportSecurityType !== 'ssl') return;
+        const peer = auth.sslPeerCertificate;
+        if (!peer?.raw) throw new Error('no client certificate');
+        const id = verifySpiffePeer(new X509Certificate(peer.raw), { trustDomains: [this.mesh.trustDomain], peerRole: 'client' });
+        if (id.namespace !== proxy.namespace || id.serviceAccount !== proxy.serviceAccount)
+          throw new Error(`certificate ${id.namespace}/${id.serviceAccount} does not match node ${proxy.namespace}/${proxy.serviceAccount}`);
+      },
+    });
+    this.files = new FileConfigSource(this.store, this.opts.configFiles, log.child({ scope: 'config' }));
+    this.files.start(signal);
+
+    // 15010: plaintext ADS (the Node is trusted, as Istio's 15010).
+    this.grpcPlain.addService(this.discovery.ads.service, this.discovery.ads.implementation);
+    const plainPort = await bindGrpc(this.grpcPlain, `${this.opts.host}:${this.opts.xdsPlainPort}`, grpc.ServerCredentials.createInsecure());
+
+    // 15012: ADS and the CA over TLS (client certificates requested, optional for token-authenticated CSRs).
+    const caService = createCaService({
+      ca: this.ca,
+      authenticators: [new CertificateAuthenticator({ trustDomains: [this.mesh.trustDomain] }), this.tokens],
+      logger: log.child({ scope: 'ca' }),
+    });
+    const key = await generateKeyPair('ec-p256');
+    const serving = await this.ca.signServing({
+      publicKey: key.publicKey,
+      dnsNames: ['istiod.istio-system.svc', 'istiod', 'localhost'],
+      ips: [this.opts.host],
+    });
+    const provider = new StaticCertificateProvider({ rootCertsPem: trustBundle, certChainPem: serving.chainPem.join(''), privateKeyPem: key.privateKeyPem });
+    this.grpcTls.addService(this.discovery.ads.service, this.discovery.ads.implementation);
+    this.grpcTls.addService(caService.definition, caService.implementation);
+    const tlsPort = await bindGrpc(this.grpcTls, `${this.opts.host}:${this.opts.xdsTlsPort}`, createOptionalClientCertCredentials(provider));
+
+    const adminToken = randomBytes(24).toString('hex');
+    fs.writeFileSync(path.join(this.opts.stateDir, 'admin-token'), adminToken, { mode: 0o600 });
+    this.http = createAdminApi({
+      store: this.store,
+      discovery: this.discovery,
+      metrics: this.metrics,
+      tokens: this.tokens,
+      adminToken,
+      ready: () => this.started,
+      log: log.child({ scope: 'admin' }),
+    });
+    const monPort = await listenHttp(this.http, this.opts.host, this.opts.monitoringPort);
+    this.addresses = {
+      xdsPlain: `${this.opts.host}:${plainPort}`,
+      xdsTls: `${this.opts.host}:${tlsPort}`,
+      monitoring: `${this.opts.host}:${monPort}`,
+    };
+    this.started = true;
+    log.info({ ...this.addresses, trustDomain: this.mesh.trustDomain, ca: this.opts.caDir ?? 'self-signed' }, 'istiod ready');
+    signal?.addEventListener('abort', () => void this.stop(), { once: true });
+    return this.addresses;
+  }
+
+  /** stop closes every listener. */
+  async stop(): Promise<void> {
+    this.files?.close();
+    this.discovery?.close();
+    this.grpcPlain.forceShutdown();
+    this.grpcTls.forceShutdown();
+    const srv = this.http;
+    if (srv) {
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  }
+}

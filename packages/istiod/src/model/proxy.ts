@@ -1,0 +1,45 @@
+import type { XdsNode } from '@fedmesh/xds';
+
+/** ProxyModel is what istiod knows of a connected proxy, from its xDS Node (Istio's metadata keys). */
+export interface ProxyModel {
+  id: string;
+  type: 'sidecar' | 'router';
+  ip: string;
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  workloadName: string;
+  podName: string;
+  clusterId: string;
+}
+
+/**
+ * parseProxyNode reads a proxy from its Node: the ID `<type>~<ip>~<pod>.<ns>~<ns>.svc.<domain>` and metadata
+ * `NAMESPACE`, `SERVICE_ACCOUNT`, `LABELS`, `INSTANCE_IPS`, `WORKLOAD_NAME`, `POD_NAME`, `CLUSTER_ID`.
+ * Throws an Error naming the field when the ID or metadata is malformed.
+ */
+export function parseProxyNode(node: XdsNode): ProxyModel {
+  const parts = node.id.split('~');
+  if (parts.length !== 4) throw new Error(`node.id: want <type>~<ip>~<pod>.<ns>~<domain>, got ${JSON.stringify(node.id)}`);
+  const [type, ip, podDotNs] = parts as [string, string, string, string];
+  if (type !== 'sidecar' && type !== 'router') throw new Error(`node.id: unknown proxy type ${JSON.stringify(type)}`);
+  const md = node.metadata ?? {};
+  const str = (k: string): string | undefined => (typeof md[k] === 'string' ? (md[k] as string) : undefined);
+  const namespace = str('NAMESPACE') ?? podDotNs.slice(podDotNs.lastIndexOf('.') + 1);
+  const labelsRaw = md.LABELS;
+  const labels: Record<string, string> = {};
+  if (labelsRaw && typeof labelsRaw === 'object')
+    for (const [k, v] of Object.entries(labelsRaw as Record<string, unknown>)) if (typeof v === 'string') labels[k] = v;
+  const podName = str('POD_NAME') ?? podDotNs.slice(0, podDotNs.lastIndexOf('.'));
+  return {
+    id: node.id,
+    type,
+    ip: (str('INSTANCE_IPS') ?? ip).split(',')[0] ?? ip,
+    namespace,
+    serviceAccount: str('SERVICE_ACCOUNT') ?? 'default',
+    labels,
+    workloadName: str('WORKLOAD_NAME') ?? podName,
+    podName,
+    clusterId: str('CLUSTER_ID') ?? 'Kubernetes',
+  };
+}

@@ -1,0 +1,131 @@
+import type { ConfigStore, StoredObject } from './config/store.js';
+import { namespaceOf, type DestinationRuleObject, type VirtualServiceObject } from './model/config.js';
+import type { MeshService, ServiceInstance, ServiceRegistry } from './model/service.js';
+
+/** MeshSettings are the mesh-wide settings generators need (Istio's MeshConfig subset). */
+export interface MeshSettings {
+  trustDomain: string;
+  /** domainSuffix is the cluster DNS suffix (`cluster.local`). */
+  domainSuffix: string;
+  /** rootNamespace holds mesh-wide config (`istio-system`). */
+  rootNamespace: string;
+  clusterId: string;
+  network: string;
+}
+
+function byCreation<T extends { metadata: { name: string; namespace?: string | undefined; creationTimestamp?: string | undefined } }>(a: T, b: T): number {
+  const ta = a.metadata.creationTimestamp ?? '';
+  const tb = b.metadata.creationTimestamp ?? '';
+  if (ta !== tb) return ta < tb ? -1 : 1;
+  const ka = `${a.metadata.namespace ?? ''}/${a.metadata.name}`;
+  const kb = `${b.metadata.namespace ?? ''}/${b.metadata.name}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** visibleTo applies Istio's `exportTo` rules: empty or `*` is every namespace, `.` is the owner's namespace. */
+export function visibleTo(exportTo: readonly string[] | undefined, ownerNs: string, viewerNs: string): boolean {
+  if (!exportTo || exportTo.length === 0) return true;
+  return exportTo.some((e) => e === '*' || (e === '.' && ownerNs === viewerNs) || e === viewerNs);
+}
+
+/**
+ * PushContext is an immutable view of the mesh for one push (Istio's `PushContext`): services from every
+ * registry, VirtualServices and DestinationRules indexed by host, the trust bundle, and the settings. Generators
+ * read only from it, so a push never sees a half-applied change.
+ */
+export class PushContext {
+  readonly services: readonly MeshService[];
+  private readonly byHost = new Map<string, MeshService>();
+  private readonly registryOf = new Map<string, ServiceRegistry>();
+  private readonly vs: VirtualServiceObject[];
+  private readonly dr: DestinationRuleObject[];
+  private readonly instanceCache = new Map<string, ServiceInstance[]>();
+
+  /** constructor snapshots the store and registries at `version`. */
+  constructor(
+    readonly version: number,
+    readonly mesh: MeshSettings,
+    store: ConfigStore<StoredObject>,
+    registries: readonly ServiceRegistry[],
+    readonly trustBundlePem: string,
+  ) {
+    const services: MeshService[] = [];
+    for (const r of registries)
+      for (const s of r.services()) {
+        if (this.byHost.has(s.hostname)) continue;
+        this.byHost.set(s.hostname, s);
+        this.registryOf.set(s.hostname, r);
+        services.push(s);
+      }
+    this.services = services;
+    this.vs = store.list<VirtualServiceObject & StoredObject>('VirtualService').sort(byCreation);
+    this.dr = store.list<DestinationRuleObject & StoredObject>('DestinationRule').sort(byCreation);
+  }
+
+  /** service returns a service by hostname. */
+  service(hostname: string): MeshService | undefined {
+    return this.byHost.get(hostname);
+  }
+
+  /** servicesFor returns the services visible from a namespace (`exportTo`). */
+  servicesFor(namespace: string): MeshService[] {
+    return this.services.filter((s) => visibleTo(s.exportTo, s.namespace, namespace));
+  }
+
+  /** instances returns the endpoints of a service port, cached for the push. */
+  instances(hostname: string, port: number): ServiceInstance[] {
+    const key = `${hostname}:${port}`;
+    let hit = this.instanceCache.get(key);
+    if (!hit) {
+      hit = this.registryOf.get(hostname)?.instances(hostname, port) ?? [];
+      this.instanceCache.set(key, hit);
+    }
+    return hit;
+  }
+
+  /**
+   * resolveHost turns a short host as written in a VirtualService or DestinationRule into an FQDN relative to
+   * the object's namespace (`reviews` in `default` → `reviews.default.svc.cluster.local`), as Istio does.
+   */
+  resolveHost(host: string, namespace: string): string {
+    if (host.includes('.') || host === '*') {
+      const parts = host.split('.');
+      if (parts.length === 2 && this.byHost.has(`${host}.svc.${this.mesh.domainSuffix}`)) return `${host}.svc.${this.mesh.domainSuffix}`;
+      return host;
+    }
+    return `${host}.${namespace}.svc.${this.mesh.domainSuffix}`;
+  }
+
+  /**
+   * virtualServiceFor returns the VirtualService bound to `mesh` that a proxy in `namespace` uses for `hostname`:
+   * the oldest visible one listing the host (Istio picks one per host for sidecars).
+   */
+  virtualServiceFor(hostname: string, namespace: string): VirtualServiceObject | undefined {
+    return this.vs.find((v) => {
+      const ns = namespaceOf(v);
+      if (!visibleTo(v.spec.exportTo, ns, namespace)) return false;
+      const gws = v.spec.gateways ?? [];
+      if (gws.length > 0 && !gws.includes('mesh')) return false;
+      return (v.spec.hosts ?? []).some((h) => this.resolveHost(h, ns) === hostname);
+    });
+  }
+
+  /**
+   * destinationRuleFor returns the DestinationRule for a host as Istio looks it up: the proxy's namespace first,
+   * then the service's namespace, then the root namespace; the oldest wins within one.
+   */
+  destinationRuleFor(hostname: string, proxyNamespace: string): DestinationRuleObject | undefined {
+    const svcNs = this.byHost.get(hostname)?.namespace;
+    const order = [proxyNamespace, svcNs, this.mesh.rootNamespace].filter((x): x is string => x !== undefined);
+    for (const ns of order) {
+      const hit = this.dr.find(
+        (d) =>
+          namespaceOf(d) === ns &&
+          visibleTo(d.spec.exportTo, ns, proxyNamespace) &&
+          this.resolveHost(d.spec.host, ns) === hostname,
+      );
+      if (hit) return hit;
+    }
+    return undefined;
+  }
+}

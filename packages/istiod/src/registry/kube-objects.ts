@@ -1,0 +1,149 @@
+import type { ConfigStore, StoredObject } from '../config/store.js';
+import { namespaceOf, type PodObject, type ServiceObject } from '../model/config.js';
+import {
+  protocolFromPort,
+  type MeshService,
+  type ServiceInstance,
+  type ServiceRegistry,
+  type WorkloadEndpoint,
+} from '../model/service.js';
+
+/** KubeObjectsRegistryOptions name the cluster and network the objects belong to. */
+export interface KubeObjectsRegistryOptions {
+  cluster: string;
+  network: string;
+  domainSuffix: string;
+}
+
+/** workloadNameOf derives a pod's workload (Deployment) name as Istio does: from its owner, else the pod name. */
+export function workloadNameOf(pod: PodObject): string {
+  const owner = pod.metadata.ownerReferences?.[0];
+  if (owner?.kind === 'ReplicaSet') return owner.name.replace(/-[a-z0-9]+$/, '');
+  if (owner) return owner.name;
+  return pod.metadata.name;
+}
+
+function podReady(pod: PodObject): boolean {
+  const st = pod.status;
+  if (!st?.podIP) return false;
+  if (st.phase !== undefined && st.phase !== 'Running') return false;
+  const ready = st.conditions?.find((c) => c.type === 'Ready');
+  return ready ? ready.status === 'True' : true;
+}
+
+function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
+  const keys = Object.keys(selector);
+  return keys.length > 0 && keys.every((k) => labels[k] === selector[k]);
+}
+
+/**
+ * KubeObjectsRegistry is a {@link ServiceRegistry} computed from Kubernetes `v1` Service and Pod objects held in a
+ * {@link ConfigStore}, the way Istio's Kubernetes controller turns Services and Endpoints into its model: a pod
+ * selected by a Service's selector, with a `podIP`, is an endpoint of each Service port; `targetPort` names
+ * resolve against the pod's container ports. Views are rebuilt lazily after each store revision.
+ */
+export class KubeObjectsRegistry implements ServiceRegistry {
+  readonly provider = 'Kubernetes';
+  readonly cluster: string;
+  private builtAt = -1;
+  private svcs: MeshService[] = [];
+  private byHost = new Map<string, MeshService>();
+  private pods: PodObject[] = [];
+  private readonly svcObjects = new Map<string, ServiceObject>();
+
+  /** constructor stores references; nothing is computed before first use. */
+  constructor(private readonly store: ConfigStore<StoredObject>, private readonly opts: KubeObjectsRegistryOptions) {
+    this.cluster = opts.cluster;
+  }
+
+  /** services implements {@link ServiceRegistry.services}. */
+  services(): MeshService[] {
+    this.refresh();
+    return this.svcs;
+  }
+
+  /** instances implements {@link ServiceRegistry.instances}. */
+  instances(hostname: string, port: number): ServiceInstance[] {
+    this.refresh();
+    const service = this.byHost.get(hostname);
+    const servicePort = service?.ports.find((p) => p.port === port);
+    const obj = this.svcObjects.get(hostname);
+    if (!service || !servicePort || !obj) return [];
+    const out: ServiceInstance[] = [];
+    for (const pod of this.pods) {
+      if (namespaceOf(pod) !== service.namespace || !selects(service.selector, pod.metadata.labels ?? {})) continue;
+      const specPort = obj.spec.ports?.find((p) => p.port === port);
+      let target = servicePort.targetPort;
+      if (typeof specPort?.targetPort === 'string') {
+        const named = pod.spec.containers?.flatMap((c) => c.ports ?? []).find((p) => p.name === specPort.targetPort);
+        if (!named) continue;
+        target = named.containerPort;
+      }
+      const ep = this.endpointOf(pod);
+      if (ep) out.push({ service, servicePort: { ...servicePort, targetPort: target }, endpoint: ep });
+    }
+    return out;
+  }
+
+  /** workloadByAddress implements {@link ServiceRegistry.workloadByAddress}. */
+  workloadByAddress(address: string): WorkloadEndpoint | undefined {
+    this.refresh();
+    const pod = this.pods.find((p) => p.status?.podIP === address);
+    return pod ? this.endpointOf(pod) : undefined;
+  }
+
+  private endpointOf(pod: PodObject): WorkloadEndpoint | undefined {
+    const address = pod.status?.podIP;
+    if (!address) return undefined;
+    const labels = pod.metadata.labels ?? {};
+    return {
+      address,
+      labels,
+      namespace: namespaceOf(pod),
+      serviceAccount: pod.spec.serviceAccountName ?? 'default',
+      workloadName: workloadNameOf(pod),
+      podName: pod.metadata.name,
+      tlsMode: pod.metadata.annotations?.['sidecar.istio.io/inject'] === 'false' ? 'disabled' : 'istio',
+      locality: {
+        region: labels['topology.kubernetes.io/region'] ?? '',
+        zone: labels['topology.kubernetes.io/zone'] ?? '',
+        subZone: labels['topology.istio.io/subzone'] ?? '',
+      },
+      network: labels['topology.istio.io/network'] ?? this.opts.network,
+      cluster: this.opts.cluster,
+      healthy: podReady(pod),
+      weight: 1,
+    };
+  }
+
+  private refresh(): void {
+    if (this.builtAt === this.store.revision) return;
+    this.builtAt = this.store.revision;
+    this.svcs = [];
+    this.byHost.clear();
+    this.svcObjects.clear();
+    for (const s of this.store.list<ServiceObject & StoredObject>('Service')) {
+      const ns = namespaceOf(s);
+      const hostname = `${s.metadata.name}.${ns}.svc.${this.opts.domainSuffix}`;
+      const svc: MeshService = {
+        hostname,
+        name: s.metadata.name,
+        namespace: ns,
+        selector: s.spec.selector ?? {},
+        labels: s.metadata.labels ?? {},
+        exportTo: (s.metadata.annotations?.['networking.istio.io/exportTo'] ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+        ports: (s.spec.ports ?? []).map((p) => ({
+          name: p.name ?? '',
+          port: p.port,
+          targetPort: typeof p.targetPort === 'number' ? p.targetPort : p.port,
+          protocol: protocolFromPort(p.name, p.appProtocol),
+        })),
+      };
+      this.svcs.push(svc);
+      this.byHost.set(hostname, svc);
+      this.svcObjects.set(hostname, s);
+    }
+    this.svcs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
+    this.pods = this.store.list<PodObject & StoredObject>('Pod');
+  }
+}

@@ -1,0 +1,237 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { TypeUrl } from '@fedmesh/api/xds';
+import { AdsClient, type XdsNode } from '@fedmesh/xds';
+import { AdminServer } from './admin.js';
+import { CertManager, type WorkloadCertificate } from './cert-manager.js';
+import { ClusterManager } from './cluster-manager.js';
+import { ListenerManager, type AcceptedListener } from './listener-manager.js';
+import { ProxyMetrics } from './metrics.js';
+import type { RouteTable } from './route-table.js';
+import type { TlsMaterial } from './secrets.js';
+import type { EnvoyCluster, EnvoyClusterLoadAssignment, EnvoySecret } from './xds/envoy-schemas.js';
+import {
+  ClusterLoadAssignmentType,
+  ClusterType,
+  ListenerType,
+  RouteConfigurationType,
+  SecretType,
+} from './xds/resource-types.js';
+
+/** SidecarOptions describe the workload a sidecar proxy serves and where its control plane is. */
+export interface SidecarOptions {
+  /** ip is the pod's address: every listener binds here. */
+  ip: string;
+  podName: string;
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  workloadName: string;
+  clusterId: string;
+  /** discoveryAddress is istiod's `host:port` for ADS and the CA over TLS (15012). */
+  discoveryAddress: string;
+  /** rootCertPem is the mesh root, used to trust istiod until SDS delivers the trust bundle. */
+  rootCertPem: string;
+  /** token is the bootstrap credential for the first certificate. */
+  token: string | undefined;
+  /** certTtlSeconds is the requested certificate lifetime (0: the CA's default). */
+  certTtlSeconds?: number;
+  /** adminPort is the admin listener's port on `ip` (Istio's 15000). */
+  adminPort: number;
+  /** mtlsPort is where peer proxies accept mutual TLS in explicit (no iptables) mode (Istio's 15006). */
+  mtlsPort: number;
+  log: Logger;
+  accessLog: Logger;
+}
+
+/**
+ * istioNodeId builds Istio's sidecar node ID `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`.
+ */
+export function istioNodeId(ip: string, pod: string, namespace: string): string {
+  return `sidecar~${ip}~${pod}.${namespace}~${namespace}.svc.cluster.local`;
+}
+
+/**
+ * Sidecar is the fedmesh data-plane proxy for one workload: it obtains its SPIFFE certificate, fetches
+ * Listeners, RouteConfigurations, Clusters, ClusterLoadAssignments and the trust bundle (Secret `ROOTCA`) over
+ * one ADS stream to istiod, and serves them. Lifecycle: {@link Sidecar.start} then {@link Sidecar.stop}.
+ */
+export class Sidecar {
+  readonly metrics = new ProxyMetrics();
+  readonly clusters: ClusterManager;
+  readonly listeners: ListenerManager;
+  private readonly certs: CertManager;
+  private ads: AdsClient | undefined;
+  private admin: AdminServer | undefined;
+  private rds = new Map<string, RouteTable>();
+  private trustBundlePem: string;
+  private cert: WorkloadCertificate | undefined;
+  private listenersReady = false;
+  private clustersReady = false;
+
+  /** constructor wires the parts; no I/O before {@link Sidecar.start}. */
+  constructor(readonly opts: SidecarOptions) {
+    this.trustBundlePem = opts.rootCertPem;
+    this.clusters = new ClusterManager({ mtlsPort: opts.mtlsPort });
+    this.certs = new CertManager({
+      caAddress: opts.discoveryAddress,
+      rootCertPem: opts.rootCertPem,
+      token: () => opts.token,
+      ttlSeconds: opts.certTtlSeconds ?? 0,
+      log: opts.log.child({ scope: 'cert' }),
+    });
+    const labels = opts.labels;
+    this.listeners = new ListenerManager({
+      log: opts.log.child({ scope: 'listener' }),
+      rds: (name) => this.rds.get(name),
+      tls: () => this.tlsMaterial(),
+      handlerContext: {
+        clusters: this.clusters,
+        metrics: this.metrics,
+        accessLog: opts.accessLog,
+        self: {
+          name: opts.workloadName,
+          namespace: opts.namespace,
+          app: labels.app ?? labels['app.kubernetes.io/name'] ?? 'unknown',
+          version: labels.version ?? labels['app.kubernetes.io/version'] ?? 'unknown',
+          principal: '',
+          cluster: opts.clusterId,
+        },
+      },
+    });
+  }
+
+  /** ready reports whether the proxy has its certificate, accepted LDS and CDS, and bound its listeners. */
+  ready(): boolean {
+    return this.cert !== undefined && this.listenersReady && this.clustersReady;
+  }
+
+  /** node returns the xDS Node the proxy presents (Istio's metadata keys). */
+  node(): XdsNode {
+    const o = this.opts;
+    return {
+      id: istioNodeId(o.ip, o.podName, o.namespace),
+      cluster: `${o.workloadName}.${o.namespace}`,
+      user_agent_name: 'fedmesh-proxy',
+      metadata: {
+        NAMESPACE: o.namespace,
+        SERVICE_ACCOUNT: o.serviceAccount,
+        POD_NAME: o.podName,
+        WORKLOAD_NAME: o.workloadName,
+        LABELS: o.labels,
+        INSTANCE_IPS: o.ip,
+        CLUSTER_ID: o.clusterId,
+        INTERCEPTION_MODE: 'NONE',
+        ISTIO_VERSION: '1.24.0-fedmesh',
+      },
+    };
+  }
+
+  /** start obtains the certificate, binds the admin listener and opens the ADS stream. Throws if the CA refuses. */
+  async start(signal?: AbortSignal): Promise<void> {
+    this.certs.on('rotated', (c: WorkloadCertificate) => this.onCertificate(c));
+    this.cert = await this.certs.start(signal);
+    this.admin = new AdminServer(this, this.opts.log.child({ scope: 'admin' }));
+    await this.admin.listen(this.opts.ip, this.opts.adminPort);
+    const cert = this.cert;
+    this.ads = new AdsClient({
+      address: this.opts.discoveryAddress,
+      credentials: grpc.credentials.createSsl(Buffer.from(this.opts.rootCertPem), Buffer.from(cert.keyPem), Buffer.from(cert.chainPem)),
+      channelOptions: { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' },
+      node: this.node(),
+      log: this.opts.log.child({ scope: 'xds' }),
+    });
+    this.ads.subscribe(SecretType, ['ROOTCA'], (secrets) => this.onSecrets(secrets));
+    this.ads.subscribe(ClusterType, [], (clusters) => this.onClusters(clusters));
+    this.ads.subscribe(ListenerType, [], (listeners) => this.onListeners(listeners));
+    this.ads.start(signal);
+  }
+
+  /** stop closes the ADS stream, listeners, pools and the admin listener. */
+  async stop(): Promise<void> {
+    this.certs.stop();
+    this.ads?.close();
+    this.listeners.close();
+    this.clusters.close();
+    await this.admin?.close();
+  }
+
+  /** adsState returns the xDS client's per-type state (for `/config_dump`). */
+  adsState(): ReturnType<AdsClient['state']> {
+    return this.ads?.state() ?? [];
+  }
+
+  /** configDump returns the accepted resources by type URL, as decoded (no private keys). */
+  configDump(): Record<string, unknown> {
+    const ads = this.ads;
+    const dump = (t: string): unknown => {
+      const m = ads?.resources<unknown>(t) ?? new Map();
+      return [...m.entries()].map(([name, v]) => ({ name, resource: (v as { config?: unknown }).config ?? v }));
+    };
+    return {
+      node: this.node(),
+      xds: this.adsState(),
+      listeners: dump(TypeUrl.Listener),
+      routes: dump(TypeUrl.RouteConfiguration),
+      clusters: dump(TypeUrl.Cluster),
+      endpoints: dump(TypeUrl.ClusterLoadAssignment),
+      secrets: [
+        { name: 'default', spiffeId: this.cert?.spiffeId, notAfter: this.cert?.notAfter.toISOString() },
+        { name: 'ROOTCA', trustBundle: this.trustBundlePem },
+      ],
+    };
+  }
+
+  private tlsMaterial(): TlsMaterial | undefined {
+    const c = this.cert;
+    if (!c) return undefined;
+    const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(c.spiffeId)?.[1] ?? 'cluster.local';
+    return { certChainPem: c.chainPem, keyPem: c.keyPem, trustBundlePem: this.trustBundlePem, trustDomain, spiffeId: c.spiffeId };
+  }
+
+  private onCertificate(c: WorkloadCertificate): void {
+    this.cert = c;
+    const m = this.tlsMaterial();
+    if (!m) return;
+    this.clusters.setTls(m);
+    this.listeners.refreshTls();
+  }
+
+  private onSecrets(secrets: ReadonlyMap<string, EnvoySecret>): void {
+    const root = secrets.get('ROOTCA');
+    if (!root) return;
+    this.trustBundlePem = root.validation_context.trusted_ca.inline_string;
+    const m = this.tlsMaterial();
+    if (!m) return;
+    this.clusters.setTls(m);
+    this.listeners.refreshTls();
+  }
+
+  private onClusters(clusters: ReadonlyMap<string, EnvoyCluster>): void {
+    const m = this.tlsMaterial();
+    if (m) this.clusters.setTls(m);
+    this.clusters.setClusters(clusters);
+    this.clustersReady = true;
+    this.ads?.subscribe(ClusterLoadAssignmentType, this.clusters.edsNames(), (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) =>
+      this.clusters.setAssignments(cla),
+    );
+  }
+
+  private onListeners(listeners: ReadonlyMap<string, AcceptedListener>): void {
+    const names = new Set<string>();
+    for (const l of listeners.values())
+      for (const fc of l.config.filter_chains) {
+        const rds = fc.filters[0]?.typed_config.rds?.route_config_name;
+        if (rds) names.add(rds);
+      }
+    this.ads?.subscribe(RouteConfigurationType, [...names], (routes) => {
+      this.rds = new Map(routes);
+    });
+    this.listeners
+      .apply(listeners)
+      .then(() => {
+        this.listenersReady = true;
+      })
+      .catch((err: unknown) => this.opts.log.error({ err: (err as Error).message }, 'listener bind failed'));
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * Zod schemas of the subset of Envoy v3 resources the fedmesh proxy implements, applied to resources decoded
+ * with protobufjs (snake_case, enums as strings, 64-bit integers as strings, wrappers as `{value}`, nested `Any`
+ * as `{'@type', …}`). Every object is strict: a field the proxy does not implement is a validation error, so the
+ * resource is NACKed rather than half-applied (field names follow the Envoy v3 API reference,
+ * https://www.envoyproxy.io/docs/envoy/latest/api-v3/api).
+ */
+import { z } from 'zod';
+
+const u32 = z.number().int().min(0).max(0xffffffff);
+const wrappedU32 = z.strictObject({ value: u32.optional() });
+const wrappedBool = z.strictObject({ value: z.boolean().optional() });
+
+/** DurationSchema is `google.protobuf.Duration` as protobufjs decodes it. */
+export const DurationSchema = z.strictObject({
+  seconds: z.union([z.string().regex(/^\d+$/), z.number().int().min(0)]).optional(),
+  nanos: z.number().int().min(0).max(999_999_999).optional(),
+});
+/** EnvoyDuration is a decoded `google.protobuf.Duration`. */
+export type EnvoyDuration = z.infer<typeof DurationSchema>;
+
+/** durationMs converts a decoded Duration into milliseconds (0 when unset). */
+export function durationMs(d: EnvoyDuration | undefined): number {
+  if (!d) return 0;
+  return Number(d.seconds ?? 0) * 1000 + Math.round((d.nanos ?? 0) / 1e6);
+}
+
+const configSource = z.strictObject({
+  ads: z.strictObject({}).optional(),
+  resource_api_version: z.enum(['AUTO', 'V3']).optional(),
+  initial_fetch_timeout: DurationSchema.optional(),
+});
+
+const socketAddress = z.strictObject({
+  address: z.string().min(1),
+  port_value: z.number().int().min(0).max(65535),
+  protocol: z.enum(['TCP']).optional(),
+});
+/** AddressSchema is `config.core.v3.Address` with a `socket_address`. */
+export const AddressSchema = z.strictObject({ socket_address: socketAddress });
+
+const regexMatcher = z.strictObject({ regex: z.string(), google_re2: z.strictObject({}).optional() });
+
+/** StringMatcherSchema is `type.matcher.v3.StringMatcher`: exactly one of exact, prefix, suffix, safe_regex, contains. */
+export const StringMatcherSchema = z
+  .strictObject({
+    exact: z.string().optional(),
+    prefix: z.string().optional(),
+    suffix: z.string().optional(),
+    contains: z.string().optional(),
+    safe_regex: regexMatcher.optional(),
+    ignore_case: z.boolean().optional(),
+  })
+  .refine(
+    (m) =>
+      [m.exact, m.prefix, m.suffix, m.contains, m.safe_regex].filter((v) => v !== undefined).length === 1,
+    'exactly one of exact, prefix, suffix, contains, safe_regex must be set',
+  );
+/** EnvoyStringMatcher is a decoded `StringMatcher`. */
+export type EnvoyStringMatcher = z.infer<typeof StringMatcherSchema>;
+
+const headerMatcher = z.strictObject({
+  name: z.string().min(1),
+  string_match: StringMatcherSchema.optional(),
+  present_match: z.boolean().optional(),
+  invert_match: z.boolean().optional(),
+  treat_missing_header_as_empty: z.boolean().optional(),
+});
+
+const queryParameterMatcher = z.strictObject({
+  name: z.string().min(1),
+  string_match: StringMatcherSchema.optional(),
+  present_match: z.boolean().optional(),
+});
+
+const routeMatch = z
+  .strictObject({
+    prefix: z.string().optional(),
+    path: z.string().optional(),
+    safe_regex: regexMatcher.optional(),
+    case_sensitive: wrappedBool.optional(),
+    headers: z.array(headerMatcher).optional(),
+    query_parameters: z.array(queryParameterMatcher).optional(),
+  })
+  .refine(
+    (m) => [m.prefix, m.path, m.safe_regex].filter((v) => v !== undefined).length === 1,
+    'exactly one of prefix, path, safe_regex must be set',
+  );
+
+const headerValueOption = z.strictObject({
+  header: z.strictObject({ key: z.string().min(1), value: z.string().optional() }),
+  append_action: z
+    .enum(['APPEND_IF_EXISTS_OR_ADD', 'ADD_IF_ABSENT', 'OVERWRITE_IF_EXISTS_OR_ADD', 'OVERWRITE_IF_EXISTS'])
+    .optional(),
+});
+
+const fractionalPercent = z.strictObject({
+  numerator: u32.optional(),
+  denominator: z.enum(['HUNDRED', 'TEN_THOUSAND', 'MILLION']).optional(),
+});
+
+const retryPolicy = z.strictObject({
+  retry_on: z.string().optional(),
+  num_retries: wrappedU32.optional(),
+  per_try_timeout: DurationSchema.optional(),
+  retriable_status_codes: z.array(u32).optional(),
+  retry_host_predicate: z.array(z.strictObject({ name: z.literal('envoy.retry_host_predicates.previous_hosts'), typed_config: z.looseObject({ '@type': z.string() }).optional() })).optional(),
+  host_selection_retry_max_attempts: z.union([z.string(), z.number()]).optional(),
+});
+
+const routeAction = z
+  .strictObject({
+    cluster: z.string().min(1).optional(),
+    weighted_clusters: z
+      .strictObject({
+        clusters: z.array(z.strictObject({ name: z.string().min(1), weight: wrappedU32 })).min(1),
+        total_weight: wrappedU32.optional(),
+      })
+      .optional(),
+    timeout: DurationSchema.optional(),
+    retry_policy: retryPolicy.optional(),
+    prefix_rewrite: z.string().optional(),
+    regex_rewrite: z.strictObject({ pattern: regexMatcher, substitution: z.string() }).optional(),
+    host_rewrite_literal: z.string().optional(),
+    request_mirror_policies: z
+      .array(
+        z.strictObject({
+          cluster: z.string().min(1),
+          runtime_fraction: z.strictObject({ default_value: fractionalPercent }).optional(),
+        }),
+      )
+      .optional(),
+  })
+  .refine(
+    (a) => (a.cluster === undefined) !== (a.weighted_clusters === undefined),
+    'exactly one of cluster, weighted_clusters must be set',
+  );
+
+const redirectAction = z.strictObject({
+  host_redirect: z.string().optional(),
+  port_redirect: u32.optional(),
+  path_redirect: z.string().optional(),
+  prefix_rewrite: z.string().optional(),
+  scheme_redirect: z.string().optional(),
+  https_redirect: z.boolean().optional(),
+  response_code: z.enum(['MOVED_PERMANENTLY', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT']).optional(),
+  strip_query: z.boolean().optional(),
+});
+
+/** HttpFaultSchema is `extensions.filters.http.fault.v3.HTTPFault` (delay and abort by percentage). */
+export const HttpFaultSchema = z.strictObject({
+  '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'),
+  delay: z.strictObject({ fixed_delay: DurationSchema, percentage: fractionalPercent.optional() }).optional(),
+  abort: z
+    .strictObject({
+      http_status: z.number().int().min(200).max(599).optional(),
+      grpc_status: u32.optional(),
+      percentage: fractionalPercent.optional(),
+    })
+    .optional(),
+});
+
+const routeSchema = z.strictObject({
+  name: z.string().optional(),
+  match: routeMatch,
+  route: routeAction.optional(),
+  redirect: redirectAction.optional(),
+  direct_response: z
+    .strictObject({
+      status: z.number().int().min(100).max(599),
+      body: z.strictObject({ inline_string: z.string() }).optional(),
+    })
+    .optional(),
+  request_headers_to_add: z.array(headerValueOption).optional(),
+  request_headers_to_remove: z.array(z.string()).optional(),
+  response_headers_to_add: z.array(headerValueOption).optional(),
+  response_headers_to_remove: z.array(z.string()).optional(),
+  typed_per_filter_config: z.strictObject({ 'envoy.filters.http.fault': HttpFaultSchema.optional() }).optional(),
+  decorator: z.strictObject({ operation: z.string() }).optional(),
+  metadata: z.unknown().optional(),
+});
+/** EnvoyRoute is a decoded `config.route.v3.Route`. */
+export type EnvoyRoute = z.infer<typeof routeSchema>;
+
+const virtualHost = z.strictObject({
+  name: z.string().min(1),
+  domains: z.array(z.string().min(1)).min(1),
+  routes: z.array(routeSchema).optional(),
+  include_request_attempt_count: z.boolean().optional(),
+});
+
+/** RouteConfigurationSchema is `config.route.v3.RouteConfiguration`. */
+export const RouteConfigurationSchema = z.strictObject({
+  '@type': z.string().optional(),
+  name: z.string().min(1),
+  virtual_hosts: z.array(virtualHost).optional(),
+  validate_clusters: wrappedBool.optional(),
+});
+/** EnvoyRouteConfiguration is a decoded RouteConfiguration. */
+export type EnvoyRouteConfiguration = z.infer<typeof RouteConfigurationSchema>;
+
+const sdsSecretConfig = z.strictObject({ name: z.string().min(1), sds_config: configSource.optional() });
+const sanMatcher = z.strictObject({
+  san_type: z.enum(['URI', 'DNS', 'EMAIL', 'IP_ADDRESS']),
+  matcher: StringMatcherSchema,
+});
+const commonTlsContext = z.strictObject({
+  tls_certificate_sds_secret_configs: z.array(sdsSecretConfig).max(1).optional(),
+  combined_validation_context: z
+    .strictObject({
+      default_validation_context: z.strictObject({ match_typed_subject_alt_names: z.array(sanMatcher).optional() }),
+      validation_context_sds_secret_config: sdsSecretConfig,
+    })
+    .optional(),
+  validation_context_sds_secret_config: sdsSecretConfig.optional(),
+  alpn_protocols: z.array(z.string()).optional(),
+});
+
+/** UpstreamTlsContextSchema is `extensions.transport_sockets.tls.v3.UpstreamTlsContext` (SDS-only). */
+export const UpstreamTlsContextSchema = z.strictObject({
+  '@type': z.literal('type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext'),
+  sni: z.string().optional(),
+  common_tls_context: commonTlsContext,
+});
+
+/** DownstreamTlsContextSchema is `extensions.transport_sockets.tls.v3.DownstreamTlsContext` (SDS-only). */
+export const DownstreamTlsContextSchema = z.strictObject({
+  '@type': z.literal('type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext'),
+  common_tls_context: commonTlsContext,
+  require_client_certificate: wrappedBool.optional(),
+});
+
+const transportSocket = <T extends z.ZodType>(ctx: T) =>
+  z.strictObject({ name: z.literal('envoy.transport_sockets.tls'), typed_config: ctx });
+
+const routerFilter = z.strictObject({
+  name: z.literal('envoy.filters.http.router'),
+  typed_config: z.strictObject({ '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.router.v3.Router') }),
+});
+const faultFilter = z.strictObject({
+  name: z.literal('envoy.filters.http.fault'),
+  typed_config: z.strictObject({ '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault') }),
+});
+
+/** HttpConnectionManagerSchema is `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`. */
+export const HttpConnectionManagerSchema = z
+  .strictObject({
+    '@type': z.literal(
+      'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    ),
+    stat_prefix: z.string(),
+    codec_type: z.enum(['AUTO', 'HTTP1', 'HTTP2']).optional(),
+    rds: z.strictObject({ route_config_name: z.string().min(1), config_source: configSource }).optional(),
+    route_config: RouteConfigurationSchema.optional(),
+    http_filters: z
+      .array(z.union([faultFilter, routerFilter]))
+      .min(1)
+      .refine((f) => f[f.length - 1]?.name === 'envoy.filters.http.router', 'the router must be the last HTTP filter'),
+    forward_client_cert_details: z.enum(['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY']).optional(),
+    set_current_client_cert_details: z.strictObject({ uri: z.boolean().optional(), subject: wrappedBool.optional() }).optional(),
+    stream_idle_timeout: DurationSchema.optional(),
+    request_timeout: DurationSchema.optional(),
+    request_headers_timeout: DurationSchema.optional(),
+    common_http_protocol_options: z
+      .strictObject({ idle_timeout: DurationSchema.optional(), max_headers_count: wrappedU32.optional() })
+      .optional(),
+    max_request_headers_kb: wrappedU32.optional(),
+    use_remote_address: wrappedBool.optional(),
+  })
+  .refine((h) => (h.rds === undefined) !== (h.route_config === undefined), 'exactly one of rds, route_config must be set');
+/** EnvoyHttpConnectionManager is a decoded HttpConnectionManager. */
+export type EnvoyHttpConnectionManager = z.infer<typeof HttpConnectionManagerSchema>;
+
+const filterChain = z.strictObject({
+  name: z.string().optional(),
+  filter_chain_match: z
+    .strictObject({
+      destination_port: wrappedU32.optional(),
+      transport_protocol: z.enum(['tls', 'raw_buffer']).optional(),
+      server_names: z.array(z.string()).optional(),
+    })
+    .optional(),
+  filters: z
+    .array(z.strictObject({ name: z.literal('envoy.filters.network.http_connection_manager'), typed_config: HttpConnectionManagerSchema }))
+    .length(1),
+  transport_socket: transportSocket(DownstreamTlsContextSchema).optional(),
+});
+/** EnvoyFilterChain is a decoded `config.listener.v3.FilterChain`. */
+export type EnvoyFilterChain = z.infer<typeof filterChain>;
+
+/** ListenerSchema is `config.listener.v3.Listener`. */
+export const ListenerSchema = z.strictObject({
+  '@type': z.string().optional(),
+  name: z.string().min(1),
+  address: AddressSchema,
+  filter_chains: z.array(filterChain).min(1),
+  listener_filters: z
+    .array(
+      z.strictObject({
+        name: z.literal('envoy.filters.listener.tls_inspector'),
+        typed_config: z.strictObject({
+          '@type': z.literal('type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector'),
+        }),
+      }),
+    )
+    .optional(),
+  traffic_direction: z.enum(['UNSPECIFIED', 'INBOUND', 'OUTBOUND']).optional(),
+  bind_to_port: wrappedBool.optional(),
+  metadata: z.unknown().optional(),
+});
+/** EnvoyListener is a decoded Listener. */
+export type EnvoyListener = z.infer<typeof ListenerSchema>;
+
+const lbEndpoint = z.strictObject({
+  endpoint: z.strictObject({ address: AddressSchema }),
+  health_status: z.enum(['UNKNOWN', 'HEALTHY', 'UNHEALTHY', 'DRAINING', 'TIMEOUT', 'DEGRADED']).optional(),
+  load_balancing_weight: wrappedU32.optional(),
+  metadata: z.unknown().optional(),
+});
+
+/** ClusterLoadAssignmentSchema is `config.endpoint.v3.ClusterLoadAssignment`. */
+export const ClusterLoadAssignmentSchema = z.strictObject({
+  '@type': z.string().optional(),
+  cluster_name: z.string().min(1),
+  endpoints: z
+    .array(
+      z.strictObject({
+        locality: z
+          .strictObject({ region: z.string().optional(), zone: z.string().optional(), sub_zone: z.string().optional() })
+          .optional(),
+        lb_endpoints: z.array(lbEndpoint).optional(),
+        load_balancing_weight: wrappedU32.optional(),
+        priority: u32.optional(),
+      }),
+    )
+    .optional(),
+});
+/** EnvoyClusterLoadAssignment is a decoded ClusterLoadAssignment. */
+export type EnvoyClusterLoadAssignment = z.infer<typeof ClusterLoadAssignmentSchema>;
+
+/** ClusterSchema is `config.cluster.v3.Cluster` (EDS or STATIC discovery). */
+export const ClusterSchema = z
+  .strictObject({
+    '@type': z.string().optional(),
+    name: z.string().min(1),
+    type: z.enum(['STATIC', 'EDS']),
+    eds_cluster_config: z
+      .strictObject({ service_name: z.string().optional(), eds_config: configSource })
+      .optional(),
+    load_assignment: ClusterLoadAssignmentSchema.optional(),
+    connect_timeout: DurationSchema.optional(),
+    lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM']).optional(),
+    transport_socket: transportSocket(UpstreamTlsContextSchema).optional(),
+    metadata: z.unknown().optional(),
+    alt_stat_name: z.string().optional(),
+  })
+  .refine((c) => c.type !== 'EDS' || c.eds_cluster_config !== undefined, {
+    message: 'an EDS cluster needs eds_cluster_config',
+    path: ['eds_cluster_config'],
+  })
+  .refine((c) => c.type !== 'STATIC' || c.load_assignment !== undefined, {
+    message: 'a STATIC cluster needs load_assignment',
+    path: ['load_assignment'],
+  });
+/** EnvoyCluster is a decoded Cluster. */
+export type EnvoyCluster = z.infer<typeof ClusterSchema>;
+
+/** SecretSchema is `extensions.transport_sockets.tls.v3.Secret` holding a validation context (the trust bundle). */
+export const SecretSchema = z.strictObject({
+  '@type': z.string().optional(),
+  name: z.string().min(1),
+  validation_context: z.strictObject({
+    trusted_ca: z.strictObject({ inline_string: z.string().min(1) }),
+  }),
+});
+/** EnvoySecret is a decoded Secret. */
+export type EnvoySecret = z.infer<typeof SecretSchema>;
+
+/** formatIssuePath renders a zod issue path as `virtual_hosts[0].routes[1].match`. */
+export function formatIssuePath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out;
+}
+
+/** formatZodError renders every issue of a failed parse as `path: message`, joined by `; `. */
+export function formatZodError(err: z.ZodError): string {
+  return err.issues.map((i) => `${formatIssuePath(i.path) || '(root)'}: ${i.message}`).join('; ');
+}
