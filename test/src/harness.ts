@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { parseResource } from '@fedmesh/api';
-import { Istiod, type StoredObject } from '@fedmesh/istiod';
+import { Istiod } from '@fedmesh/istiod';
 import { Sidecar } from '@fedmesh/proxy';
 
 /** FIXTURES is the shared Istio sample directory beside the repository. */
@@ -19,7 +19,10 @@ export const SAMPLES = path.resolve(import.meta.dirname, '../../samples/istio');
 
 /** testLogger writes JSON logs to `<dir>/<name>.log` so failures can be read afterwards. */
 export function testLogger(dir: string, name: string): Logger {
-  return pino({ level: process.env.FEDMESH_TEST_LOG_LEVEL ?? 'info' }, pino.destination({ dest: path.join(dir, `${name}.log`), sync: true }));
+  return pino(
+    { level: process.env.FEDMESH_TEST_LOG_LEVEL ?? 'info' },
+    pino.destination({ dest: path.join(dir, `${name}.log`), sync: true }),
+  );
 }
 
 async function portFree(host: string, port: number): Promise<boolean> {
@@ -51,7 +54,9 @@ export async function startBackend(host: string, port: number, pod: string): Pro
   const server = http.createServer((req, res) => {
     requests.push(req.headers);
     req.resume();
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ pod, xfcc: req.headers['x-forwarded-client-cert'] ?? null }));
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ pod, xfcc: req.headers['x-forwarded-client-cert'] ?? null }));
   });
   await new Promise<void>((r) => server.listen(port, host, () => r()));
   return { server, requests };
@@ -118,10 +123,20 @@ export class LocalMesh {
         parseResource({
           apiVersion: 'v1',
           kind: 'Pod',
-          metadata: { name: spec.name, namespace, labels: spec.labels, ownerReferences: [{ kind: 'Deployment', name: spec.name.replace(/-\d+$/, '') }] },
-          spec: { serviceAccountName: spec.serviceAccount, containers: [{ name: 'app', image: 'fedmesh/echo', ports: spec.appPort ? [{ containerPort: spec.appPort }] : [] }] },
+          metadata: {
+            name: spec.name,
+            namespace,
+            labels: spec.labels,
+            ownerReferences: [{ kind: 'Deployment', name: spec.name.replace(/-\d+$/, '') }],
+          },
+          spec: {
+            serviceAccountName: spec.serviceAccount,
+            containers: [
+              { name: 'app', image: 'fedmesh/echo', ports: spec.appPort ? [{ containerPort: spec.appPort }] : [] },
+            ],
+          },
           status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
-        }) as unknown as StoredObject,
+        }),
       ],
       'test',
     );
@@ -163,7 +178,11 @@ export class LocalMesh {
 }
 
 /** waitUntil polls `check` every 20 ms until it is true, or throws after `timeoutMs`. */
-export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;
@@ -173,15 +192,23 @@ export async function waitUntil(check: () => boolean | Promise<boolean>, timeout
 }
 
 /** get sends one HTTP/1.1 request through a proxy's outbound listener with a Host header; resolves status and body. */
-export function get(proxyAddr: string, host: string, pathName = '/', headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+export function get(
+  proxyAddr: string,
+  host: string,
+  pathName = '/',
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   const [h, p] = proxyAddr.split(':');
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: h, port: Number(p), path: pathName, headers: { host, ...headers }, agent: false, timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = http.request(
+      { host: h, port: Number(p), path: pathName, headers: { host, ...headers }, agent: false, timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end();

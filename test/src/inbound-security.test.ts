@@ -14,7 +14,12 @@ let sleep: TestPod;
 
 before(async () => {
   await mesh.start([path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml')], path.join(FIXTURES, 'certs'));
-  reviews = await mesh.addPod({ name: 'reviews-v1-0', serviceAccount: 'bookinfo-reviews', labels: { app: 'reviews', version: 'v1' }, appPort: 9080 });
+  reviews = await mesh.addPod({
+    name: 'reviews-v1-0',
+    serviceAccount: 'bookinfo-reviews',
+    labels: { app: 'reviews', version: 'v1' },
+    appPort: 9080,
+  });
   sleep = await mesh.addPod({ name: 'sleep-0', serviceAccount: 'sleep', labels: { app: 'sleep' } });
 });
 after(() => mesh.close());
@@ -24,7 +29,11 @@ function inboundSni(): string {
 }
 
 test("a call through the mesh arrives over mTLS with the caller's SPIFFE ID (Istio's sample root as mesh root)", async () => {
-  await waitUntil(async () => (await get(`${sleep.ip}:15001`, 'reviews:9080')).status === 200, 10_000, 'route to reviews');
+  await waitUntil(
+    async () => (await get(`${sleep.ip}:15001`, 'reviews:9080')).status === 200,
+    10_000,
+    'route to reviews',
+  );
   const before = reviews.backend?.requests.length ?? 0;
   const res = await get(`${sleep.ip}:15001`, 'reviews:9080', '/reviews/1');
   assert.equal(res.status, 200);
@@ -51,7 +60,10 @@ test('a client certificate from a foreign root is refused at the inbound port an
   const foreignDir = path.join(mesh.dir, 'foreign-ca');
   const foreign = await CertificateAuthority.createSelfSigned({ stateDir: foreignDir, trustDomain: 'cluster.local' });
   const key = await generateKeyPair('ec-p256');
-  const leaf = await foreign.signWorkload({ publicKey: key.publicKey, identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' } });
+  const leaf = await foreign.signWorkload({
+    publicKey: key.publicKey,
+    identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
+  });
   const before = reviews.backend?.requests.length ?? 0;
   const outcome = await new Promise<string>((resolve) => {
     const s = tls.connect({
@@ -77,10 +89,21 @@ test('a client certificate from a foreign root is refused at the inbound port an
 
 test('a mesh certificate with a wrong SNI finds no filter chain and nothing reaches the app', async () => {
   const key = await generateKeyPair('ec-p256');
-  const leaf = await mesh.istiod.ca.signWorkload({ publicKey: key.publicKey, identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' } });
+  const leaf = await mesh.istiod.ca.signWorkload({
+    publicKey: key.publicKey,
+    identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
+  });
   const before = reviews.backend?.requests.length ?? 0;
   const outcome = await new Promise<string>((resolve) => {
-    const s = tls.connect({ host: reviews.ip, port: 15006, servername: 'outbound_.9999_._.other.default.svc.cluster.local', cert: leaf.chainPem.join(''), key: key.privateKeyPem, ca: mesh.rootCertPem(), checkServerIdentity: () => undefined });
+    const s = tls.connect({
+      host: reviews.ip,
+      port: 15006,
+      servername: 'outbound_.9999_._.other.default.svc.cluster.local',
+      cert: leaf.chainPem.join(''),
+      key: key.privateKeyPem,
+      ca: mesh.rootCertPem(),
+      checkServerIdentity: () => undefined,
+    });
     let got = '';
     s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\n\r\n'));
     s.on('data', (d: Buffer) => (got += d.toString('latin1')));
@@ -94,10 +117,21 @@ test('a mesh certificate with a wrong SNI finds no filter chain and nothing reac
 
 test('the same mesh certificate with the right SNI is served (the refusals above are not a broken listener)', async () => {
   const key = await generateKeyPair('ec-p256');
-  const leaf = await mesh.istiod.ca.signWorkload({ publicKey: key.publicKey, identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' } });
+  const leaf = await mesh.istiod.ca.signWorkload({
+    publicKey: key.publicKey,
+    identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
+  });
   const before = reviews.backend?.requests.length ?? 0;
   const outcome = await new Promise<string>((resolve) => {
-    const s = tls.connect({ host: reviews.ip, port: 15006, servername: inboundSni(), cert: leaf.chainPem.join(''), key: key.privateKeyPem, ca: mesh.rootCertPem(), checkServerIdentity: () => undefined });
+    const s = tls.connect({
+      host: reviews.ip,
+      port: 15006,
+      servername: inboundSni(),
+      cert: leaf.chainPem.join(''),
+      key: key.privateKeyPem,
+      ca: mesh.rootCertPem(),
+      checkServerIdentity: () => undefined,
+    });
     let got = '';
     s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n'));
     s.on('data', (d: Buffer) => (got += d.toString('latin1')));

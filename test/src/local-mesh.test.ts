@@ -14,7 +14,14 @@ const net = (f: string): string => path.join(FIXTURES, 'bookinfo/networking', f)
 let state: MeshState;
 
 before(async () => {
-  const up = await fedmesh(['up', '-f', path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml'), net('destination-rule-all.yaml'), '--state-dir', stateDir]);
+  const up = await fedmesh([
+    'up',
+    '-f',
+    path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml'),
+    net('destination-rule-all.yaml'),
+    '--state-dir',
+    stateDir,
+  ]);
   assert.equal(up.code, 0, up.stderr);
   state = readState(stateDir);
 });
@@ -25,7 +32,11 @@ after(async () => {
   assert.equal(down.code, 0, down.stderr);
 });
 
-async function versions(n: number, host = 'reviews:9080', headers: Record<string, string> = {}): Promise<Record<string, number>> {
+async function versions(
+  n: number,
+  host = 'reviews:9080',
+  headers: Record<string, string> = {},
+): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (let i = 0; i < n; i++) {
     const r = await get(state.sleep.outbound, host, '/', headers);
@@ -42,9 +53,15 @@ async function applyAndWait(file: string, settled: () => Promise<boolean>): Prom
 }
 
 test('up writes state.json with istiod, every Bookinfo pod and the sleep client', () => {
-  assert.deepEqual(state.pods.map((p) => p.name), ['details-v1-0', 'productpage-v1-0', 'ratings-v1-0', 'reviews-v1-0', 'reviews-v2-0', 'reviews-v3-0', 'sleep-0']);
+  assert.deepEqual(
+    state.pods.map((p) => p.name),
+    ['details-v1-0', 'productpage-v1-0', 'ratings-v1-0', 'reviews-v1-0', 'reviews-v2-0', 'reviews-v3-0', 'sleep-0'],
+  );
   for (const p of state.pods) assert.match(p.address, /^127\.0\.\d+\.\d+$/);
-  assert.equal(state.pods.find((p) => p.name === 'reviews-v2-0')?.spiffeId, 'spiffe://cluster.local/ns/default/sa/bookinfo-reviews');
+  assert.equal(
+    state.pods.find((p) => p.name === 'reviews-v2-0')?.spiffeId,
+    'spiffe://cluster.local/ns/default/sa/bookinfo-reviews',
+  );
 });
 
 test('without a VirtualService requests round-robin across every reviews pod', async () => {
@@ -56,10 +73,13 @@ test('without a VirtualService requests round-robin across every reviews pod', a
 test('an absolute-form proxy request (curl -x style) is routed', async () => {
   const [host, port] = state.sleep.outbound.split(':');
   const status = await new Promise<number>((resolve, reject) => {
-    const req = http.request({ host, port: Number(port), path: 'http://details:9080/details/0', agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
+    const req = http.request(
+      { host, port: Number(port), path: 'http://details:9080/details/0', agent: false },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -88,13 +108,19 @@ test('virtual-service-reviews-v3.yaml and -50-v3.yaml route to v3 and split v1/v
 });
 
 test('virtual-service-reviews-test-v2.yaml routes end-user: jason to v2 by header match', async () => {
-  await applyAndWait(net('virtual-service-reviews-test-v2.yaml'), async () => (await versions(5, 'reviews:9080', { 'end-user': 'jason' })).v2 === 5);
+  await applyAndWait(
+    net('virtual-service-reviews-test-v2.yaml'),
+    async () => (await versions(5, 'reviews:9080', { 'end-user': 'jason' })).v2 === 5,
+  );
   assert.deepEqual(await versions(30, 'reviews:9080', { 'end-user': 'jason' }), { v2: 30 });
   assert.deepEqual(await versions(30), { v1: 30 });
 });
 
 test('fault-injection-details-v1.yaml aborts details calls with 555', async () => {
-  await applyAndWait(net('fault-injection-details-v1.yaml'), async () => (await get(state.sleep.outbound, 'details:9080')).status === 555);
+  await applyAndWait(
+    net('fault-injection-details-v1.yaml'),
+    async () => (await get(state.sleep.outbound, 'details:9080')).status === 555,
+  );
   assert.equal((await get(state.sleep.outbound, 'details:9080', '/details/1')).status, 555);
 });
 
@@ -102,7 +128,19 @@ test('a malformed VirtualService is refused with its field path and the previous
   const bad = path.join(stateDir, 'bad-vs.yaml');
   fs.writeFileSync(
     bad,
-    ['apiVersion: networking.istio.io/v1', 'kind: VirtualService', 'metadata:', '  name: reviews', 'spec:', '  hosts: [reviews]', '  http:', '  - route:', '    - destination: {host: reviews, subset: v3}', '      weight: 150', ''].join('\n'),
+    [
+      'apiVersion: networking.istio.io/v1',
+      'kind: VirtualService',
+      'metadata:',
+      '  name: reviews',
+      'spec:',
+      '  hosts: [reviews]',
+      '  http:',
+      '  - route:',
+      '    - destination: {host: reviews, subset: v3}',
+      '      weight: 150',
+      '',
+    ].join('\n'),
   );
   const res = await fedmesh(['apply', '-f', bad, '--state-dir', stateDir]);
   assert.equal(res.code, 1);

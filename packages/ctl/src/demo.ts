@@ -15,7 +15,12 @@ export interface DemoReport {
   /** callers counts the caller SPIFFE IDs reviews saw (from `x-forwarded-client-cert`). */
   callers: Record<string, number>;
   mtls: { everyCallHadSpiffeId: boolean; reviewsInboundMutualTls: number };
-  headerRouting: { jason: Record<string, number>; anonymous: Record<string, number>; ok: boolean; propagationMs: number };
+  headerRouting: {
+    jason: Record<string, number>;
+    anonymous: Record<string, number>;
+    ok: boolean;
+    propagationMs: number;
+  };
   ok: boolean;
 }
 
@@ -34,7 +39,13 @@ export function binomialBounds(n: number, p: number, z = 3.89): [number, number]
 }
 
 async function callReviews(pool: Pool, headers: Record<string, string> = {}): Promise<EchoResponse | undefined> {
-  const res = await pool.request({ path: '/reviews/0', method: 'GET', headers: { host: 'reviews:9080', ...headers }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const res = await pool.request({
+    path: '/reviews/0',
+    method: 'GET',
+    headers: { host: 'reviews:9080', ...headers },
+    headersTimeout: 10_000,
+    bodyTimeout: 10_000,
+  });
   if (res.statusCode !== 200) {
     await res.body.dump();
     return undefined;
@@ -42,7 +53,12 @@ async function callReviews(pool: Pool, headers: Record<string, string> = {}): Pr
   return (await res.body.json()) as EchoResponse;
 }
 
-async function sendMany(pool: Pool, n: number, headers: Record<string, string> = {}, concurrency = 8): Promise<(EchoResponse | undefined)[]> {
+async function sendMany(
+  pool: Pool,
+  n: number,
+  headers: Record<string, string> = {},
+  concurrency = 8,
+): Promise<(EchoResponse | undefined)[]> {
   const out: (EchoResponse | undefined)[] = [];
   let i = 0;
   await Promise.all(
@@ -68,7 +84,11 @@ async function mutualTlsRequests(state: MeshState): Promise<number> {
     const res = await request(`http://${p.admin}/stats/prometheus`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
     const text = await res.body.text();
     for (const line of text.split('\n'))
-      if (line.startsWith('istio_requests_total{') && line.includes('reporter="destination"') && line.includes('connection_security_policy="mutual_tls"'))
+      if (
+        line.startsWith('istio_requests_total{') &&
+        line.includes('reporter="destination"') &&
+        line.includes('connection_security_policy="mutual_tls"')
+      )
         total += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return total;
@@ -93,7 +113,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
   const dir = samplesDir();
   const stateDir = opts.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fedmesh-demo-'));
   const state = await meshUp({
-    files: ['bookinfo.yaml', 'destination-rule-all-mtls.yaml', 'virtual-service-reviews-90-10.yaml'].map((f) => path.join(dir, f)),
+    files: ['bookinfo.yaml', 'destination-rule-all-mtls.yaml', 'virtual-service-reviews-90-10.yaml'].map((f) =>
+      path.join(dir, f),
+    ),
     stateDir,
     log,
   });
@@ -108,7 +130,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     const v1 = versions.v1 ?? 0;
 
     log('applying virtual-service-reviews-test-v2.yaml');
-    const applied = await applyText(state, fs.readFileSync(path.join(dir, 'virtual-service-reviews-test-v2.yaml'), 'utf8'), 'virtual-service-reviews-test-v2.yaml');
+    const applied = await applyText(
+      state,
+      fs.readFileSync(path.join(dir, 'virtual-service-reviews-test-v2.yaml'), 'utf8'),
+      'virtual-service-reviews-test-v2.yaml',
+    );
     if (applied.errors.length > 0) throw new Error(applied.errors.map((e) => e.text).join('; '));
     const t0 = Date.now();
     let propagationMs = -1;
@@ -124,13 +150,19 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     const jason = countBy(await sendMany(pool, 50, { 'end-user': 'jason' }), (r) => r?.version ?? 'failed');
     const anonymous = countBy(await sendMany(pool, 50), (r) => r?.version ?? 'failed');
     const reviewsInboundMutualTls = await mutualTlsRequests(state);
-    const everyCallHadSpiffeId = ok.length > 0 && ok.every((r) => r.callerPrincipal === 'spiffe://cluster.local/ns/default/sa/sleep');
+    const everyCallHadSpiffeId =
+      ok.length > 0 && ok.every((r) => r.callerPrincipal === 'spiffe://cluster.local/ns/default/sa/sleep');
     const headerOk = jason.v2 === 50 && anonymous.v1 === 50;
     const report: DemoReport = {
       requests: n,
       failed: n - ok.length,
       versions,
-      split: { expected: '90:10', v1, bounds, withinBounds: v1 >= bounds[0] && v1 <= bounds[1] && v1 + (versions.v2 ?? 0) === n },
+      split: {
+        expected: '90:10',
+        v1,
+        bounds,
+        withinBounds: v1 >= bounds[0] && v1 <= bounds[1] && v1 + (versions.v2 ?? 0) === n,
+      },
       callers,
       mtls: { everyCallHadSpiffeId, reviewsInboundMutualTls },
       headerRouting: { jason, anonymous, ok: headerOk, propagationMs },
@@ -153,7 +185,9 @@ export function formatReport(r: DemoReport): string {
     'fedmesh demo: Istio Bookinfo on a local mesh',
     '',
     `1. ${r.requests} requests sleep -> reviews with virtual-service-reviews-90-10.yaml`,
-    ...Object.entries(r.versions).sort().map(([v, c]) => `     reviews ${v}: ${String(c).padStart(4)}  (${pct(c)})`),
+    ...Object.entries(r.versions)
+      .sort()
+      .map(([v, c]) => `     reviews ${v}: ${String(c).padStart(4)}  (${pct(c)})`),
     `     failed:     ${String(r.failed).padStart(4)}`,
     `     v1 count ${r.split.v1} is ${r.split.withinBounds ? 'within' : 'OUTSIDE'} the 99.99% binomial bounds [${r.split.bounds[0]}, ${r.split.bounds[1]}] for 90:10`,
     '',
@@ -162,8 +196,12 @@ export function formatReport(r: DemoReport): string {
     `     mTLS held: ${r.mtls.everyCallHadSpiffeId ? 'yes' : 'NO'} (every call carried the caller's SPIFFE ID; reviews' sidecars counted ${r.mtls.reviewsInboundMutualTls} inbound requests with connection_security_policy="mutual_tls")`,
     '',
     `3. Applied virtual-service-reviews-test-v2.yaml (in effect after ${r.headerRouting.propagationMs} ms)`,
-    `     end-user: jason -> ${Object.entries(r.headerRouting.jason).map(([v, c]) => `${v}: ${c}`).join(', ')}`,
-    `     anonymous       -> ${Object.entries(r.headerRouting.anonymous).map(([v, c]) => `${v}: ${c}`).join(', ')}`,
+    `     end-user: jason -> ${Object.entries(r.headerRouting.jason)
+      .map(([v, c]) => `${v}: ${c}`)
+      .join(', ')}`,
+    `     anonymous       -> ${Object.entries(r.headerRouting.anonymous)
+      .map(([v, c]) => `${v}: ${c}`)
+      .join(', ')}`,
     '',
     r.ok ? 'Result: PASS' : 'Result: FAIL',
     '',

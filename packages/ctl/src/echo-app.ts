@@ -38,20 +38,23 @@ export function callerFromXfcc(xfcc: string | string[] | undefined): string | nu
  * It stands in for every container of a local mesh. Timeouts and header limits are explicit.
  */
 export function createEchoServer(identity: EchoIdentity): http.Server {
-  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 15_000, maxHeaderSize: 32 * 1024 }, (req, res) => {
-    req.resume();
-    req.on('end', () => {
-      const body: EchoResponse = {
-        ...identity,
-        callerPrincipal: callerFromXfcc(req.headers['x-forwarded-client-cert']),
-        method: req.method ?? '',
-        path: req.url ?? '',
-        headers: req.headers,
-      };
-      const text = JSON.stringify(body);
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
-    });
-  });
+  const server = http.createServer(
+    { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 15_000, maxHeaderSize: 32 * 1024 },
+    (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const body: EchoResponse = {
+          ...identity,
+          callerPrincipal: callerFromXfcc(req.headers['x-forwarded-client-cert']),
+          method: req.method ?? '',
+          path: req.url ?? '',
+          headers: req.headers,
+        };
+        const text = JSON.stringify(body);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+      });
+    },
+  );
   server.maxConnections = 4096;
   return server;
 }

@@ -140,21 +140,44 @@ export async function applyText(state: MeshState, text: string, source: string):
     bodyTimeout: 10_000,
   });
   const body = (await res.body.json()) as ApplyResult & { error?: string };
-  if (res.statusCode !== 200 && res.statusCode !== 422) throw new Error(`istiod refused: ${res.statusCode} ${body.error ?? ''}`);
+  if (res.statusCode !== 200 && res.statusCode !== 422)
+    throw new Error(`istiod refused: ${res.statusCode} ${body.error ?? ''}`);
   return body;
 }
 
-function podManifest(p: { name: string; namespace: string; labels: Record<string, string>; sa: string; ip: string; deployment: string; ports: number[] }): object {
+function podManifest(p: {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+  sa: string;
+  ip: string;
+  deployment: string;
+  ports: number[];
+}): object {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: p.name, namespace: p.namespace, labels: p.labels, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: p.deployment, uid: p.deployment, controller: true }] },
-    spec: { serviceAccountName: p.sa, containers: [{ name: 'app', image: 'fedmesh/echo', ports: p.ports.map((c) => ({ containerPort: c })) }] },
+    metadata: {
+      name: p.name,
+      namespace: p.namespace,
+      labels: p.labels,
+      ownerReferences: [
+        { apiVersion: 'apps/v1', kind: 'Deployment', name: p.deployment, uid: p.deployment, controller: true },
+      ],
+    },
+    spec: {
+      serviceAccountName: p.sa,
+      containers: [{ name: 'app', image: 'fedmesh/echo', ports: p.ports.map((c) => ({ containerPort: c })) }],
+    },
     status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }], conditions: [{ type: 'Ready', status: 'True' }] },
   };
 }
 
-async function mintToken(state: Pick<MeshState, 'istiod' | 'stateDir'>, namespace: string, serviceAccount: string): Promise<string> {
+async function mintToken(
+  state: Pick<MeshState, 'istiod' | 'stateDir'>,
+  namespace: string,
+  serviceAccount: string,
+): Promise<string> {
   const res = await request(`http://${state.istiod.monitoring}/v1/token`, {
     method: 'POST',
     headers: { authorization: `Bearer ${adminToken(state.stateDir)}`, 'content-type': 'application/json' },
@@ -177,7 +200,8 @@ async function mintToken(state: Pick<MeshState, 'istiod' | 'stateDir'>, namespac
 export async function meshUp(opts: UpOptions): Promise<MeshState> {
   const log = opts.log ?? (() => undefined);
   const stateDir = path.resolve(opts.stateDir);
-  if (fs.existsSync(path.join(stateDir, 'state.json'))) throw new Error(`a mesh is already running from ${stateDir} (fedmesh down --state-dir ${stateDir})`);
+  if (fs.existsSync(path.join(stateDir, 'state.json')))
+    throw new Error(`a mesh is already running from ${stateDir} (fedmesh down --state-dir ${stateDir})`);
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const resources: MeshResource[] = [];
   for (const f of opts.files) {
@@ -195,10 +219,13 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
     const istiodDir = path.join(stateDir, 'istiod');
     const istiodPid = spawnChild(stateDir, 'istiod', [
       'istiod',
-      '--host', host,
-      '--state-dir', istiodDir,
+      '--host',
+      host,
+      '--state-dir',
+      istiodDir,
       ...(opts.caDir ? ['--ca-dir', path.resolve(opts.caDir)] : []),
-      '--file', ...opts.files.map((f) => path.resolve(f)),
+      '--file',
+      ...opts.files.map((f) => path.resolve(f)),
     ]);
     pids.push(istiodPid);
     const monitoring = `${host}:15014`;
@@ -209,11 +236,26 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
     fs.writeFileSync(rootCertFile, await fetchRootCert(istiodDir, opts.caDir));
 
     // Pods: one per Deployment replica, plus the sleep client.
-    const plan: { name: string; namespace: string; labels: Record<string, string>; sa: string; ip: string; deployment: string; ports: number[]; app: boolean }[] = [];
+    const plan: {
+      name: string;
+      namespace: string;
+      labels: Record<string, string>;
+      sa: string;
+      ip: string;
+      deployment: string;
+      ports: number[];
+      app: boolean;
+    }[] = [];
     let next = 10;
     for (const r of resources) {
       if (r.kind !== 'Deployment') continue;
-      const spec = r.spec as { replicas?: number; template: { metadata?: { labels?: Record<string, string> }; spec: { serviceAccountName?: string; containers?: { ports?: { containerPort: number }[] }[] } } };
+      const spec = r.spec as {
+        replicas?: number;
+        template: {
+          metadata?: { labels?: Record<string, string> };
+          spec: { serviceAccountName?: string; containers?: { ports?: { containerPort: number }[] }[] };
+        };
+      };
       const replicas = spec.replicas ?? 1;
       for (let i = 0; i < replicas; i++) {
         if (next > 254) throw new Error('too many pods for one /24');
@@ -229,10 +271,24 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
         });
       }
     }
-    plan.push({ name: 'sleep-0', namespace: 'default', labels: { app: 'sleep' }, sa: 'sleep', ip: `127.0.${subnet}.2`, deployment: 'sleep', ports: [], app: false });
+    plan.push({
+      name: 'sleep-0',
+      namespace: 'default',
+      labels: { app: 'sleep' },
+      sa: 'sleep',
+      ip: `127.0.${subnet}.2`,
+      deployment: 'sleep',
+      ports: [],
+      app: false,
+    });
 
-    const registered = await applyText({ ...partial, subnet: '', pods: [], sleep: { outbound: '', pod: '' }, version: 1, startedAt: '' } as MeshState, plan.map((p) => JSON.stringify(podManifest(p))).join('\n---\n'), 'fedmesh-up');
-    if (registered.errors.length > 0) throw new Error(`pod registration failed: ${registered.errors.map((e) => e.text).join('; ')}`);
+    const registered = await applyText(
+      { ...partial, subnet: '', pods: [], sleep: { outbound: '', pod: '' }, version: 1, startedAt: '' },
+      plan.map((p) => JSON.stringify(podManifest(p))).join('\n---\n'),
+      'fedmesh-up',
+    );
+    if (registered.errors.length > 0)
+      throw new Error(`pod registration failed: ${registered.errors.map((e) => e.text).join('; ')}`);
 
     const pods: PodState[] = [];
     await Promise.all(
@@ -244,16 +300,44 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
         let appPid: number | undefined;
         if (p.app && p.ports.length > 0) {
           appPid = spawnChild(stateDir, `${p.name}.app`, [
-            'echo', '--host', p.ip, '--port', ...p.ports.map(String),
-            '--service', p.labels.app ?? p.deployment, '--version', p.labels.version ?? 'v1',
-            '--pod', p.name, '--namespace', p.namespace, '--service-account', p.sa,
+            'echo',
+            '--host',
+            p.ip,
+            '--port',
+            ...p.ports.map(String),
+            '--service',
+            p.labels.app ?? p.deployment,
+            '--version',
+            p.labels.version ?? 'v1',
+            '--pod',
+            p.name,
+            '--namespace',
+            p.namespace,
+            '--service-account',
+            p.sa,
           ]);
           pids.push(appPid);
         }
         const proxyPid = spawnChild(stateDir, `${p.name}.proxy`, [
-          'proxy', '--ip', p.ip, '--pod', p.name, '--namespace', p.namespace, '--service-account', p.sa,
-          '--workload', p.deployment, '--labels', JSON.stringify(p.labels),
-          '--discovery', istiod.xdsTls, '--root-cert', rootCertFile, '--token-file', tokenFile,
+          'proxy',
+          '--ip',
+          p.ip,
+          '--pod',
+          p.name,
+          '--namespace',
+          p.namespace,
+          '--service-account',
+          p.sa,
+          '--workload',
+          p.deployment,
+          '--labels',
+          JSON.stringify(p.labels),
+          '--discovery',
+          istiod.xdsTls,
+          '--root-cert',
+          rootCertFile,
+          '--token-file',
+          tokenFile,
         ]);
         pids.push(proxyPid);
         pods.push({
@@ -325,7 +409,10 @@ function alive(pid: number): boolean {
  */
 export async function meshDown(stateDir: string, graceMs = 5_000): Promise<number[]> {
   const state = readState(stateDir);
-  const pids = [state.istiod.pid, ...state.pods.flatMap((p) => [p.pids.proxy, ...(p.pids.app !== undefined ? [p.pids.app] : [])])];
+  const pids = [
+    state.istiod.pid,
+    ...state.pods.flatMap((p) => [p.pids.proxy, ...(p.pids.app !== undefined ? [p.pids.app] : [])]),
+  ];
   for (const pid of pids) killQuietly(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline && pids.some(alive)) await new Promise((r) => setTimeout(r, 50));

@@ -6,7 +6,9 @@ import { registerIstiod } from './commands/istiod.js';
 import { registerMesh } from './commands/mesh.js';
 import { registerProxy } from './commands/proxy.js';
 
-const program = new Command('fedmesh').description('fedmesh: a multi-cluster, VM-capable service mesh').showHelpAfterError();
+const program = new Command('fedmesh')
+  .description('fedmesh: a multi-cluster, VM-capable service mesh')
+  .showHelpAfterError();
 registerMesh(program);
 registerDemo(program);
 registerIstiod(program);

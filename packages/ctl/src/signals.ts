@@ -4,7 +4,12 @@ import type { Logger } from 'pino';
  * runUntilSignal starts a component and keeps the process alive until SIGTERM or SIGINT, then runs `stop`
  * (bounded by `graceMs`, default 5,000 ms) and exits 0. A failed start logs the error and exits 1.
  */
-export async function runUntilSignal(log: Logger, start: () => Promise<void>, stop: () => Promise<void>, graceMs = 5_000): Promise<void> {
+export async function runUntilSignal(
+  log: Logger,
+  start: () => Promise<void>,
+  stop: () => Promise<void>,
+  graceMs = 5_000,
+): Promise<void> {
   try {
     await start();
   } catch (err) {

@@ -66,12 +66,15 @@ function authorized(req: http.IncomingMessage, token: string): boolean {
  * Timeouts and sizes are bounded.
  */
 export function createAdminApi(deps: AdminApiDeps): http.Server {
-  const server = http.createServer({ headersTimeout: 5_000, requestTimeout: 30_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      deps.log.warn({ err: (err as Error).message, path: req.url }, 'admin request failed');
-      if (!res.headersSent) json(res, 400, { error: (err as Error).message });
-    });
-  });
+  const server = http.createServer(
+    { headersTimeout: 5_000, requestTimeout: 30_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        deps.log.warn({ err: (err as Error).message, path: req.url }, 'admin request failed');
+        if (!res.headersSent) json(res, 400, { error: (err as Error).message });
+      });
+    },
+  );
   server.maxConnections = 256;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -105,10 +108,19 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
         return json(res, 200, { deleted, errors: errors.map((e) => formatManifestError(e)) });
       }
       case 'POST /v1/token': {
-        const body = JSON.parse(await readBody(req)) as { namespace?: unknown; serviceAccount?: unknown; ttlSeconds?: unknown };
-        if (typeof body.namespace !== 'string' || typeof body.serviceAccount !== 'string') return json(res, 400, { error: 'namespace and serviceAccount are required' });
+        const body = JSON.parse(await readBody(req)) as {
+          namespace?: unknown;
+          serviceAccount?: unknown;
+          ttlSeconds?: unknown;
+        };
+        if (typeof body.namespace !== 'string' || typeof body.serviceAccount !== 'string')
+          return json(res, 400, { error: 'namespace and serviceAccount are required' });
         const ttlMs = typeof body.ttlSeconds === 'number' ? body.ttlSeconds * 1000 : undefined;
-        const token = deps.tokens.mint({ namespace: body.namespace, serviceAccount: body.serviceAccount, ...(ttlMs !== undefined ? { ttlMs } : {}) });
+        const token = deps.tokens.mint({
+          namespace: body.namespace,
+          serviceAccount: body.serviceAccount,
+          ...(ttlMs !== undefined ? { ttlMs } : {}),
+        });
         deps.log.info({ namespace: body.namespace, serviceAccount: body.serviceAccount }, 'bootstrap token minted');
         return json(res, 200, { token });
       }
@@ -122,7 +134,10 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
         if (!snap) return json(res, 404, { error: `no proxy ${id}` });
         const out: Record<string, unknown> = {};
         for (const t of TYPE_URL_ORDER)
-          out[shortTypeName(t)] = { version: snap.version(t), resources: [...snap.resources(t).values()].map((a) => decodeAny(a)) };
+          out[shortTypeName(t)] = {
+            version: snap.version(t),
+            resources: [...snap.resources(t).values()].map((a) => decodeAny(a)),
+          };
         return json(res, 200, out);
       }
       default:

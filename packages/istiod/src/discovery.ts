@@ -1,6 +1,15 @@
 import { shortTypeName, TYPE_URL_ORDER } from '@fedmesh/api/xds';
 import type * as grpc from '@grpc/grpc-js';
-import { SnapshotCache, Snapshot, createAdsServer, type AdsServer, type StreamInfo, type WireDiscoveryRequest, type WireDiscoveryResponse, type ResourceEntry } from '@fedmesh/xds';
+import {
+  SnapshotCache,
+  Snapshot,
+  createAdsServer,
+  type AdsServer,
+  type StreamInfo,
+  type WireDiscoveryRequest,
+  type WireDiscoveryResponse,
+  type ResourceEntry,
+} from '@fedmesh/xds';
 import { TypeUrl } from '@fedmesh/api/xds';
 import type { Logger } from 'pino';
 import type { ConfigStore, StoredObject } from './config/store.js';
@@ -37,7 +46,15 @@ export interface ProxyStatus {
   namespace: string;
   serviceAccount: string;
   connectedAt: string;
-  types: Record<string, { status: 'SYNCED' | 'STALE' | 'NOT SENT' | 'NACKED'; sent?: string | undefined; acked?: string | undefined; error?: string | undefined }>;
+  types: Record<
+    string,
+    {
+      status: 'SYNCED' | 'STALE' | 'NOT SENT' | 'NACKED';
+      sent?: string | undefined;
+      acked?: string | undefined;
+      error?: string | undefined;
+    }
+  >;
 }
 
 interface Connected {
@@ -132,11 +149,24 @@ export class DiscoveryServer {
         const want = snap?.version(t);
         const name = shortTypeName(t);
         if (!st?.sentVersion) types[name] = { status: 'NOT SENT' };
-        else if (st.nack && st.nack.version === want) types[name] = { status: 'NACKED', sent: st.sentVersion, error: st.nack.message };
-        else if (st.ackedVersion === want) types[name] = { status: 'SYNCED', sent: st.sentVersion, acked: st.ackedVersion };
-        else types[name] = { status: 'STALE', sent: st.sentVersion, ...(st.ackedVersion ? { acked: st.ackedVersion } : {}) };
+        else if (st.nack && st.nack.version === want)
+          types[name] = { status: 'NACKED', sent: st.sentVersion, error: st.nack.message };
+        else if (st.ackedVersion === want)
+          types[name] = { status: 'SYNCED', sent: st.sentVersion, acked: st.ackedVersion };
+        else
+          types[name] = {
+            status: 'STALE',
+            sent: st.sentVersion,
+            ...(st.ackedVersion ? { acked: st.ackedVersion } : {}),
+          };
       }
-      return { id: s.node.id, namespace: p?.namespace ?? '', serviceAccount: p?.serviceAccount ?? '', connectedAt: new Date(s.connectedAt).toISOString(), types };
+      return {
+        id: s.node.id,
+        namespace: p?.namespace ?? '',
+        serviceAccount: p?.serviceAccount ?? '',
+        connectedAt: new Date(s.connectedAt).toISOString(),
+        types,
+      };
     });
   }
 
@@ -152,7 +182,13 @@ export class DiscoveryServer {
 
   private buildPush(): PushContext {
     this.pushVersion++;
-    return new PushContext(this.pushVersion, this.opts.mesh, this.opts.store, this.opts.registries, this.opts.trustBundlePem());
+    return new PushContext(
+      this.pushVersion,
+      this.opts.mesh,
+      this.opts.store,
+      this.opts.registries,
+      this.opts.trustBundlePem(),
+    );
   }
 
   private pushProxy(proxy: ProxyModel): void {

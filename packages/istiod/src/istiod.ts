@@ -59,7 +59,9 @@ function listenHttp(server: http.Server, host: string, port: number): Promise<nu
 }
 
 function bindGrpc(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+  return new Promise((resolve, reject) =>
+    server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))),
+  );
 }
 
 /**
@@ -75,8 +77,14 @@ export class Istiod {
   ca!: CertificateAuthority;
   tokens!: LocalTokenAuthenticator;
   addresses!: IstiodAddresses;
-  private readonly grpcPlain = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024, 'grpc.keepalive_time_ms': 30_000 });
-  private readonly grpcTls = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024, 'grpc.keepalive_time_ms': 30_000 });
+  private readonly grpcPlain = new grpc.Server({
+    'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    'grpc.keepalive_time_ms': 30_000,
+  });
+  private readonly grpcTls = new grpc.Server({
+    'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    'grpc.keepalive_time_ms': 30_000,
+  });
   private http: http.Server | undefined;
   private files: FileConfigSource | undefined;
   private started = false;
@@ -99,9 +107,16 @@ export class Istiod {
     fs.mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
     this.ca = this.opts.caDir
       ? await CertificateAuthority.loadPluggedCa(this.opts.caDir, { trustDomain: this.mesh.trustDomain })
-      : await CertificateAuthority.createSelfSigned({ stateDir: path.join(this.opts.stateDir, 'ca'), trustDomain: this.mesh.trustDomain });
+      : await CertificateAuthority.createSelfSigned({
+          stateDir: path.join(this.opts.stateDir, 'ca'),
+          trustDomain: this.mesh.trustDomain,
+        });
     this.tokens = new LocalTokenAuthenticator({ trustDomain: this.mesh.trustDomain });
-    const registry = new KubeObjectsRegistry(this.store, { cluster: this.mesh.clusterId, network: this.mesh.network, domainSuffix: this.mesh.domainSuffix });
+    const registry = new KubeObjectsRegistry(this.store, {
+      cluster: this.mesh.clusterId,
+      network: this.mesh.network,
+      domainSuffix: this.mesh.domainSuffix,
+    });
     const trustBundle = this.ca.rootCertsPem.join('');
     this.discovery = new DiscoveryServer({
       store: this.store,
@@ -117,9 +132,14 @@ export class Istiod {
         if (auth?.transportSecurityType !== 'ssl') return;
         const peer = auth.sslPeerCertificate;
         if (!peer?.raw) throw new Error('no client certificate');
-        const id = verifySpiffePeer(new X509Certificate(peer.raw), { trustDomains: [this.mesh.trustDomain], peerRole: 'client' });
+        const id = verifySpiffePeer(new X509Certificate(peer.raw), {
+          trustDomains: [this.mesh.trustDomain],
+          peerRole: 'client',
+        });
         if (id.namespace !== proxy.namespace || id.serviceAccount !== proxy.serviceAccount)
-          throw new Error(`certificate ${id.namespace}/${id.serviceAccount} does not match node ${proxy.namespace}/${proxy.serviceAccount}`);
+          throw new Error(
+            `certificate ${id.namespace}/${id.serviceAccount} does not match node ${proxy.namespace}/${proxy.serviceAccount}`,
+          );
       },
     });
     this.files = new FileConfigSource(this.store, this.opts.configFiles, log.child({ scope: 'config' }));
@@ -127,7 +147,11 @@ export class Istiod {
 
     // 15010: plaintext ADS (the Node is trusted, as Istio's 15010).
     this.grpcPlain.addService(this.discovery.ads.service, this.discovery.ads.implementation);
-    const plainPort = await bindGrpc(this.grpcPlain, `${this.opts.host}:${this.opts.xdsPlainPort}`, grpc.ServerCredentials.createInsecure());
+    const plainPort = await bindGrpc(
+      this.grpcPlain,
+      `${this.opts.host}:${this.opts.xdsPlainPort}`,
+      grpc.ServerCredentials.createInsecure(),
+    );
 
     // 15012: ADS and the CA over TLS (client certificates requested, optional for token-authenticated CSRs).
     const caService = createCaService({
@@ -141,10 +165,18 @@ export class Istiod {
       dnsNames: ['istiod.istio-system.svc', 'istiod', 'localhost'],
       ips: [this.opts.host],
     });
-    const provider = new StaticCertificateProvider({ rootCertsPem: trustBundle, certChainPem: serving.chainPem.join(''), privateKeyPem: key.privateKeyPem });
+    const provider = new StaticCertificateProvider({
+      rootCertsPem: trustBundle,
+      certChainPem: serving.chainPem.join(''),
+      privateKeyPem: key.privateKeyPem,
+    });
     this.grpcTls.addService(this.discovery.ads.service, this.discovery.ads.implementation);
     this.grpcTls.addService(caService.definition, caService.implementation);
-    const tlsPort = await bindGrpc(this.grpcTls, `${this.opts.host}:${this.opts.xdsTlsPort}`, createOptionalClientCertCredentials(provider));
+    const tlsPort = await bindGrpc(
+      this.grpcTls,
+      `${this.opts.host}:${this.opts.xdsTlsPort}`,
+      createOptionalClientCertCredentials(provider),
+    );
 
     const adminToken = randomBytes(24).toString('hex');
     fs.writeFileSync(path.join(this.opts.stateDir, 'admin-token'), adminToken, { mode: 0o600 });
@@ -164,7 +196,10 @@ export class Istiod {
       monitoring: `${this.opts.host}:${monPort}`,
     };
     this.started = true;
-    log.info({ ...this.addresses, trustDomain: this.mesh.trustDomain, ca: this.opts.caDir ?? 'self-signed' }, 'istiod ready');
+    log.info(
+      { ...this.addresses, trustDomain: this.mesh.trustDomain, ca: this.opts.caDir ?? 'self-signed' },
+      'istiod ready',
+    );
     signal?.addEventListener('abort', () => void this.stop(), { once: true });
     return this.addresses;
   }

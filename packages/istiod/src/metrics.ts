@@ -7,8 +7,18 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  */
 export class IstiodMetrics {
   readonly registry = new Registry();
-  readonly pushes = new Counter({ name: 'pilot_xds_pushes', help: 'xDS pushes by type', labelNames: ['type'], registers: [this.registry] });
-  readonly rejects = new Counter({ name: 'pilot_total_xds_rejects', help: 'xDS NACKs by type', labelNames: ['type'], registers: [this.registry] });
+  readonly pushes = new Counter({
+    name: 'pilot_xds_pushes',
+    help: 'xDS pushes by type',
+    labelNames: ['type'],
+    registers: [this.registry],
+  });
+  readonly rejects = new Counter({
+    name: 'pilot_total_xds_rejects',
+    help: 'xDS NACKs by type',
+    labelNames: ['type'],
+    registers: [this.registry],
+  });
   readonly convergence = new Histogram({
     name: 'pilot_proxy_convergence_time',
     help: 'Seconds from a config change to a proxy ACK',

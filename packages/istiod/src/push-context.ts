@@ -13,7 +13,9 @@ export interface MeshSettings {
   network: string;
 }
 
-function byCreation<T extends { metadata: { name: string; namespace?: string | undefined; creationTimestamp?: string | undefined } }>(a: T, b: T): number {
+function byCreation<
+  T extends { metadata: { name: string; namespace?: string | undefined; creationTimestamp?: string | undefined } },
+>(a: T, b: T): number {
   const ta = a.metadata.creationTimestamp ?? '';
   const tb = b.metadata.creationTimestamp ?? '';
   if (ta !== tb) return ta < tb ? -1 : 1;
@@ -90,7 +92,8 @@ export class PushContext {
   resolveHost(host: string, namespace: string): string {
     if (host.includes('.') || host === '*') {
       const parts = host.split('.');
-      if (parts.length === 2 && this.byHost.has(`${host}.svc.${this.mesh.domainSuffix}`)) return `${host}.svc.${this.mesh.domainSuffix}`;
+      if (parts.length === 2 && this.byHost.has(`${host}.svc.${this.mesh.domainSuffix}`))
+        return `${host}.svc.${this.mesh.domainSuffix}`;
       return host;
     }
     return `${host}.${namespace}.svc.${this.mesh.domainSuffix}`;

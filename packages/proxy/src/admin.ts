@@ -11,13 +11,19 @@ export class AdminServer {
   private readonly server: http.Server;
 
   /** constructor builds the server; nothing listens before {@link AdminServer.listen}. */
-  constructor(private readonly proxy: Sidecar, private readonly log: Logger) {
-    this.server = http.createServer({ headersTimeout: 5_000, requestTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        this.log.error({ err }, 'admin request failed');
-        if (!res.headersSent) res.writeHead(500).end();
-      });
-    });
+  constructor(
+    private readonly proxy: Sidecar,
+    private readonly log: Logger,
+  ) {
+    this.server = http.createServer(
+      { headersTimeout: 5_000, requestTimeout: 10_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024 },
+      (req, res) => {
+        this.handle(req, res).catch((err: unknown) => {
+          this.log.error({ err }, 'admin request failed');
+          if (!res.headersSent) res.writeHead(500).end();
+        });
+      },
+    );
     this.server.maxConnections = 64;
   }
 
@@ -47,12 +53,17 @@ export class AdminServer {
         return;
       }
       case 'GET /config_dump':
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.proxy.configDump(), null, 2));
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify(this.proxy.configDump(), null, 2));
         return;
       case 'GET /clusters': {
         const lines: string[] = [];
         for (const c of this.proxy.clusters.all())
-          for (const e of c.endpoints) lines.push(`${c.name}::${e.address}:${e.port}::health_flags::${e.healthy ? 'healthy' : '/failed_eds_health'}`);
+          for (const e of c.endpoints)
+            lines.push(
+              `${c.name}::${e.address}:${e.port}::health_flags::${e.healthy ? 'healthy' : '/failed_eds_health'}`,
+            );
         res.writeHead(200, { 'content-type': 'text/plain' }).end(lines.join('\n') + '\n');
         return;
       }

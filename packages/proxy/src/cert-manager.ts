@@ -81,7 +81,11 @@ export class CertManager extends EventEmitter {
     if (!leafPem) throw new Error('CA returned an empty chain');
     const leaf = new X509Certificate(leafPem);
     if (!leaf.checkPrivateKey(key.privateKey)) throw new Error('CA returned a certificate for another key');
-    const uri = (leaf.subjectAltName ?? '').split(', ').find((s) => s.startsWith('URI:'))?.slice(4) ?? '';
+    const uri =
+      (leaf.subjectAltName ?? '')
+        .split(', ')
+        .find((s) => s.startsWith('URI:'))
+        ?.slice(4) ?? '';
     // The last element is the root: keep leaf + intermediates only.
     const intermediates = rest.length > 0 ? rest.slice(0, -1) : [];
     return {
@@ -96,7 +100,10 @@ export class CertManager extends EventEmitter {
   private install(cert: WorkloadCertificate): void {
     this.current = cert;
     this.emit('rotated', cert);
-    this.opts.log.info({ spiffeId: cert.spiffeId, notAfter: cert.notAfter.toISOString() }, 'workload certificate installed');
+    this.opts.log.info(
+      { spiffeId: cert.spiffeId, notAfter: cert.notAfter.toISOString() },
+      'workload certificate installed',
+    );
     const life = cert.notAfter.getTime() - cert.notBefore.getTime();
     const at = cert.notBefore.getTime() + life * (0.5 + (Math.random() - 0.5) * 0.2);
     this.schedule(Math.max(1_000, at - Date.now()), 0);
@@ -105,14 +112,17 @@ export class CertManager extends EventEmitter {
   private schedule(delayMs: number, failures: number): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.issue()
-        .then((c) => this.install(c))
-        .catch((err: unknown) => {
-          this.opts.log.warn({ err: (err as Error).message, failures }, 'certificate renewal failed; retrying');
-          this.schedule(Math.min(30_000, 1_000 * 2 ** failures), failures + 1);
-        });
-    }, Math.min(delayMs, 2 ** 31 - 1));
+    this.timer = setTimeout(
+      () => {
+        this.issue()
+          .then((c) => this.install(c))
+          .catch((err: unknown) => {
+            this.opts.log.warn({ err: (err as Error).message, failures }, 'certificate renewal failed; retrying');
+            this.schedule(Math.min(30_000, 1_000 * 2 ** failures), failures + 1);
+          });
+      },
+      Math.min(delayMs, 2 ** 31 - 1),
+    );
     this.timer.unref();
   }
 }

@@ -58,7 +58,11 @@ export function endpointsFromAssignment(cla: EnvoyClusterLoadAssignment | undefi
         priority: le.priority ?? 0,
         weight: e.load_balancing_weight?.value ?? 1,
         healthy: hs === 'HEALTHY' || hs === 'UNKNOWN',
-        locality: { region: le.locality?.region ?? '', zone: le.locality?.zone ?? '', subZone: le.locality?.sub_zone ?? '' },
+        locality: {
+          region: le.locality?.region ?? '',
+          zone: le.locality?.zone ?? '',
+          subZone: le.locality?.sub_zone ?? '',
+        },
         workload: parseWorkload(e.metadata),
       });
     }
@@ -107,10 +111,14 @@ export class ClusterManager {
       const ctx = c.transport_socket?.typed_config.common_tls_context;
       const certName = ctx?.tls_certificate_sds_secret_configs?.[0]?.name;
       if (certName !== undefined && certName !== 'default')
-        throw new Error(`${name}: transport_socket tls_certificate_sds_secret_configs[0].name: unknown secret '${certName}'`);
-      const vName = ctx?.combined_validation_context?.validation_context_sds_secret_config.name ??
+        throw new Error(
+          `${name}: transport_socket tls_certificate_sds_secret_configs[0].name: unknown secret '${certName}'`,
+        );
+      const vName =
+        ctx?.combined_validation_context?.validation_context_sds_secret_config.name ??
         ctx?.validation_context_sds_secret_config?.name;
-      if (ctx && vName !== 'ROOTCA') throw new Error(`${name}: transport_socket: validation context must be SDS secret 'ROOTCA'`);
+      if (ctx && vName !== 'ROOTCA')
+        throw new Error(`${name}: transport_socket: validation context must be SDS secret 'ROOTCA'`);
     }
     const next = new Map<string, UpstreamCluster>();
     for (const [name, config] of configs) {
@@ -127,8 +135,10 @@ export class ClusterManager {
         mtls: tlsCtx
           ? {
               sni: tlsCtx.sni ?? '',
-              allowedSans: (tlsCtx.common_tls_context.combined_validation_context?.default_validation_context
-                .match_typed_subject_alt_names ?? [])
+              allowedSans: (
+                tlsCtx.common_tls_context.combined_validation_context?.default_validation_context
+                  .match_typed_subject_alt_names ?? []
+              )
                 .filter((m) => m.san_type === 'URI' && m.matcher.exact !== undefined)
                 .map((m) => m.matcher.exact ?? ''),
             }
@@ -200,7 +210,13 @@ export class ClusterManager {
   }
 
   private makeAgent(c: UpstreamCluster): http.Agent {
-    const common = { keepAlive: true, keepAliveMsecs: 15_000, maxSockets: this.opts.maxSocketsPerCluster ?? 256, maxFreeSockets: 64, timeout: 60_000 };
+    const common = {
+      keepAlive: true,
+      keepAliveMsecs: 15_000,
+      maxSockets: this.opts.maxSocketsPerCluster ?? 256,
+      maxFreeSockets: 64,
+      timeout: 60_000,
+    };
     if (!c.mtls) return new http.Agent(common);
     const tls = this.tls;
     const allowed = c.mtls.allowedSans;
@@ -219,7 +235,11 @@ export class ClusterManager {
  * checkPeerSan is the `checkServerIdentity` of mTLS pools: the peer's leaf must carry exactly one URI SAN, a
  * SPIFFE ID in `allowed` (when the cluster lists any) or else in our trust domain. Returns an Error to refuse.
  */
-export function checkPeerSan(cert: PeerCertificate, allowed: readonly string[], trustDomain: string | undefined): Error | undefined {
+export function checkPeerSan(
+  cert: PeerCertificate,
+  allowed: readonly string[],
+  trustDomain: string | undefined,
+): Error | undefined {
   let uris: string[];
   try {
     const x = new X509Certificate(cert.raw);
@@ -232,7 +252,9 @@ export function checkPeerSan(cert: PeerCertificate, allowed: readonly string[], 
   }
   if (uris.length !== 1) return new Error(`peer certificate must carry exactly one URI SAN, has ${uris.length}`);
   const id = uris[0] ?? '';
-  if (allowed.length > 0) return allowed.includes(id) ? undefined : new Error(`peer SPIFFE ID ${id} not in the cluster's SANs`);
-  if (trustDomain && !id.startsWith(`spiffe://${trustDomain}/`)) return new Error(`peer SPIFFE ID ${id} outside trust domain`);
+  if (allowed.length > 0)
+    return allowed.includes(id) ? undefined : new Error(`peer SPIFFE ID ${id} not in the cluster's SANs`);
+  if (trustDomain && !id.startsWith(`spiffe://${trustDomain}/`))
+    return new Error(`peer SPIFFE ID ${id} outside trust domain`);
   return undefined;
 }

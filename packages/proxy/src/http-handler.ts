@@ -77,11 +77,22 @@ function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>): 
   return action.clusters[action.clusters.length - 1]?.name ?? '';
 }
 
-function retriable(retry: RouteEntry['action'] & { kind: 'route' }, status: number | undefined, flag: string | undefined): boolean {
+function retriable(
+  retry: RouteEntry['action'] & { kind: 'route' },
+  status: number | undefined,
+  flag: string | undefined,
+): boolean {
   const on = retry.retry?.retryOn;
   if (!on || on.size === 0) return false;
   if (status === undefined) {
-    if (flag === 'UF') return on.has('connect-failure') || on.has('reset') || on.has('5xx') || on.has('gateway-error') || on.has('refused-stream');
+    if (flag === 'UF')
+      return (
+        on.has('connect-failure') ||
+        on.has('reset') ||
+        on.has('5xx') ||
+        on.has('gateway-error') ||
+        on.has('refused-stream')
+      );
     if (flag === 'UC') return on.has('reset') || on.has('5xx');
     return false;
   }
@@ -102,7 +113,9 @@ function xfcc(peer: PeerInfo, self: WorkloadInfo): string {
  * selection, header mutations, retries per `retry_on`, the route timeout, then Istio metrics and a JSON access
  * log line per request. Local replies use Envoy's response flags (NR, NC, UH, UF, UT, URX, UC, FI).
  */
-export function createHttpHandler(ctx: HttpHandlerContext): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+export function createHttpHandler(
+  ctx: HttpHandlerContext,
+): (req: http.IncomingMessage, res: http.ServerResponse) => void {
   return (req, res) => {
     const start = process.hrtime.bigint();
     const startTime = new Date();
@@ -214,7 +227,8 @@ export function createHttpHandler(ctx: HttpHandlerContext): (req: http.IncomingM
       if (action.kind === 'direct') return finish(action.status, action.body);
       if (action.kind === 'redirect') {
         let p = action.path ?? view.path;
-        if (action.prefixRewrite) p = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length);
+        if (action.prefixRewrite)
+          p = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length);
         if (action.stripQuery) p = p.split('?')[0] ?? p;
         const host = (action.host ?? view.authority.split(':')[0] ?? '') + (action.port ? `:${action.port}` : '');
         return finish(action.status, '', { location: `${action.scheme ?? view.scheme}://${host}${p}` });
@@ -231,16 +245,21 @@ export function createHttpHandler(ctx: HttpHandlerContext): (req: http.IncomingM
       for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
       let upstreamPath = view.path;
       let upstreamAuthority = view.authority;
-      if (action.prefixRewrite) upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
+      if (action.prefixRewrite)
+        upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
       if (action.regexRewrite) {
-        const [p, q] = [upstreamPath.split('?')[0] ?? '', upstreamPath.includes('?') ? upstreamPath.slice(upstreamPath.indexOf('?')) : ''];
+        const [p, q] = [
+          upstreamPath.split('?')[0] ?? '',
+          upstreamPath.includes('?') ? upstreamPath.slice(upstreamPath.indexOf('?')) : '',
+        ];
         upstreamPath = p.replace(action.regexRewrite.pattern, action.regexRewrite.substitution) + q;
       }
       if (action.hostRewrite !== undefined) upstreamAuthority = action.hostRewrite;
       headers['x-request-id'] ??= randomUUID();
       headers['x-forwarded-proto'] ??= view.scheme;
       if (ctx.direction === 'inbound') {
-        if (ctx.forwardClientCert === 'SANITIZE' || ctx.forwardClientCert === 'SANITIZE_SET') delete headers['x-forwarded-client-cert'];
+        if (ctx.forwardClientCert === 'SANITIZE' || ctx.forwardClientCert === 'SANITIZE_SET')
+          delete headers['x-forwarded-client-cert'];
         if (ctx.forwardClientCert === 'SANITIZE_SET' && peer) headers['x-forwarded-client-cert'] = xfcc(peer, ctx.self);
       }
       applyMutations(headers, route.requestHeadersToAdd, route.requestHeadersToRemove);
@@ -316,7 +335,10 @@ export function createHttpHandler(ctx: HttpHandlerContext): (req: http.IncomingM
       if (!last.res) {
         flag = last.flag === 'UT' ? 'UT' : flag === 'URX' ? 'URX' : (last.flag ?? 'UF');
         const status = flag === 'UT' ? 504 : 503;
-        return finish(status, flag === 'UT' ? 'upstream request timeout\n' : 'upstream connect error or disconnect/reset before headers\n');
+        return finish(
+          status,
+          flag === 'UT' ? 'upstream request timeout\n' : 'upstream connect error or disconnect/reset before headers\n',
+        );
       }
       if (flag === 'URX' && !retriable(action, last.res.statusCode, undefined)) flag = '-';
       const ures = last.res;
@@ -371,7 +393,11 @@ export function createHttpHandler(ctx: HttpHandlerContext): (req: http.IncomingM
           : undefined;
         ureq.on('response', (r) => settle({ res: r, endpoint: ep }));
         ureq.on('error', (err: NodeJS.ErrnoException) => {
-          const connect = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ETIMEDOUT' || /certificate|SAN|SPIFFE|tls|ssl/i.test(err.message);
+          const connect =
+            err.code === 'ECONNREFUSED' ||
+            err.code === 'EHOSTUNREACH' ||
+            err.code === 'ETIMEDOUT' ||
+            /certificate|SAN|SPIFFE|tls|ssl/i.test(err.message);
           settle({ flag: connect ? 'UF' : 'UC', endpoint: ep });
         });
         if (body !== undefined) ureq.end(body);

@@ -153,7 +153,12 @@ export class ListenerManager {
         peerOf: (req) => peers.get(req.socket),
       });
       const server = http.createServer(
-        { maxHeaderSize: this.limits.maxHeaderSizeBytes, requestTimeout: this.limits.requestTimeoutMs, headersTimeout: this.limits.headersTimeoutMs, keepAliveTimeout: this.limits.keepAliveTimeoutMs },
+        {
+          maxHeaderSize: this.limits.maxHeaderSizeBytes,
+          requestTimeout: this.limits.requestTimeoutMs,
+          headersTimeout: this.limits.headersTimeoutMs,
+          keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+        },
         handler,
       );
       server.maxHeadersCount = this.limits.maxHeadersCount;
@@ -163,7 +168,14 @@ export class ListenerManager {
 
   private bind(name: string, key: string, l: AcceptedListener): Promise<void> {
     const isTls = l.config.filter_chains.some((c) => c.transport_socket);
-    const entry: ActiveListener = { name, key, server: net.createServer(), chains: this.buildChains(l), tls: isTls, sockets: new Set() };
+    const entry: ActiveListener = {
+      name,
+      key,
+      server: net.createServer(),
+      chains: this.buildChains(l),
+      tls: isTls,
+      sockets: new Set(),
+    };
     const material = this.deps.tls();
     if (isTls) {
       if (!material) return Promise.reject(new Error(`${name}: no certificate yet for a TLS listener`));
@@ -220,7 +232,10 @@ export class ListenerManager {
     const sni = (sock as tls.TLSSocket & { servername?: string | false }).servername || undefined;
     const chain = entry.chains.find((c) => chainMatches(c.chain, sni, 'tls'));
     if (!chain) {
-      this.deps.log.warn({ listener: entry.name, sni, remote: sock.remoteAddress }, 'no filter chain matches; connection closed');
+      this.deps.log.warn(
+        { listener: entry.name, sni, remote: sock.remoteAddress },
+        'no filter chain matches; connection closed',
+      );
       return void sock.destroy();
     }
     if (!cert?.raw) return void sock.destroy();
@@ -230,10 +245,17 @@ export class ListenerManager {
       return void sock.destroy();
     }
     if (!isLeafForClient(cert)) {
-      this.deps.log.warn({ listener: entry.name, remote: sock.remoteAddress }, 'peer certificate is not a client leaf; refused');
+      this.deps.log.warn(
+        { listener: entry.name, remote: sock.remoteAddress },
+        'peer certificate is not a client leaf; refused',
+      );
       return void sock.destroy();
     }
-    const uri = (cert.subjectaltname ?? '').split(', ').find((s) => s.startsWith('URI:'))?.slice(4) ?? '';
+    const uri =
+      (cert.subjectaltname ?? '')
+        .split(', ')
+        .find((s) => s.startsWith('URI:'))
+        ?.slice(4) ?? '';
     peers.set(sock, { principal: uri, certDer: cert.raw });
     chain.http.emit('connection', sock);
   }

@@ -48,17 +48,36 @@ export class ProxyMetrics {
   /** constructor registers `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes` and Node's process metrics. */
   constructor() {
     const labelNames = [...ISTIO_LABELS];
-    this.requests = new Counter({ name: 'istio_requests_total', help: 'Requests processed by the proxy', labelNames, registers: [this.registry] });
+    this.requests = new Counter({
+      name: 'istio_requests_total',
+      help: 'Requests processed by the proxy',
+      labelNames,
+      registers: [this.registry],
+    });
     this.duration = new Histogram({
       name: 'istio_request_duration_milliseconds',
       help: 'Request duration in milliseconds',
       labelNames,
-      buckets: [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000],
+      buckets: [
+        0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+      ],
       registers: [this.registry],
     });
     const sizeBuckets = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000];
-    this.requestBytes = new Histogram({ name: 'istio_request_bytes', help: 'Request body size in bytes', labelNames, buckets: sizeBuckets, registers: [this.registry] });
-    this.responseBytes = new Histogram({ name: 'istio_response_bytes', help: 'Response body size in bytes', labelNames, buckets: sizeBuckets, registers: [this.registry] });
+    this.requestBytes = new Histogram({
+      name: 'istio_request_bytes',
+      help: 'Request body size in bytes',
+      labelNames,
+      buckets: sizeBuckets,
+      registers: [this.registry],
+    });
+    this.responseBytes = new Histogram({
+      name: 'istio_response_bytes',
+      help: 'Response body size in bytes',
+      labelNames,
+      buckets: sizeBuckets,
+      registers: [this.registry],
+    });
     collectDefaultMetrics({ register: this.registry });
   }
 

@@ -56,7 +56,16 @@ export interface RouteEntry {
         hostRewrite?: string;
         mirrors: { cluster: string; fraction: number }[];
       }
-    | { kind: 'redirect'; status: number; host?: string; path?: string; scheme?: string; port?: number; prefixRewrite?: { prefix: string; replacement: string }; stripQuery: boolean }
+    | {
+        kind: 'redirect';
+        status: number;
+        host?: string;
+        path?: string;
+        scheme?: string;
+        port?: number;
+        prefixRewrite?: { prefix: string; replacement: string };
+        stripQuery: boolean;
+      }
     | { kind: 'direct'; status: number; body: string };
   requestHeadersToAdd: HeaderMutation[];
   requestHeadersToRemove: string[];
@@ -215,7 +224,9 @@ function compileMatch(r: EnvoyRoute, where: string): RouteEntry['matches'] {
     pathMatch = (p) => re.test(p);
   }
   const headers = (m.headers ?? []).map((h, i) => {
-    const test = h.string_match ? compileStringMatcher(h.string_match, `${where}.match.headers[${i}].string_match`) : undefined;
+    const test = h.string_match
+      ? compileStringMatcher(h.string_match, `${where}.match.headers[${i}].string_match`)
+      : undefined;
     return (req: RequestView): boolean => {
       const v = headerValue(req, h.name) ?? (h.treat_missing_header_as_empty ? '' : undefined);
       let ok: boolean;
@@ -262,7 +273,12 @@ function compileAction(r: EnvoyRoute, where: string): RouteEntry['action'] {
     if (a.retry_policy) {
       const rp = a.retry_policy;
       action.retry = {
-        retryOn: new Set((rp.retry_on ?? '').split(',').map((s) => s.trim()).filter(Boolean)),
+        retryOn: new Set(
+          (rp.retry_on ?? '')
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean),
+        ),
         numRetries: rp.num_retries?.value ?? 1,
         perTryTimeoutMs: durationMs(rp.per_try_timeout),
         retriableStatusCodes: new Set(rp.retriable_status_codes ?? []),
@@ -274,7 +290,10 @@ function compileAction(r: EnvoyRoute, where: string): RouteEntry['action'] {
     }
     if (a.regex_rewrite) {
       action.regexRewrite = {
-        pattern: new RegExp(compileRegex(a.regex_rewrite.pattern.regex, `${where}.route.regex_rewrite`).source.slice(1, -1), 'g'),
+        pattern: new RegExp(
+          compileRegex(a.regex_rewrite.pattern.regex, `${where}.route.regex_rewrite`).source.slice(1, -1),
+          'g',
+        ),
         substitution: a.regex_rewrite.substitution.replace(/\\(\d)/g, '$$$1'),
       };
     }
@@ -321,7 +340,8 @@ function compileRoute(r: EnvoyRoute, where: string): RouteEntry {
       fault.delayFraction = fraction(f.delay.percentage);
     }
     if (f.abort) {
-      if (f.abort.http_status === undefined) throw new Error(`${where}.typed_per_filter_config.envoy.filters.http.fault.abort: http_status is required`);
+      if (f.abort.http_status === undefined)
+        throw new Error(`${where}.typed_per_filter_config.envoy.filters.http.fault.abort: http_status is required`);
       fault.abortStatus = f.abort.http_status;
       fault.abortFraction = fraction(f.abort.percentage);
     }

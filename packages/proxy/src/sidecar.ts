@@ -136,8 +136,15 @@ export class Sidecar {
     const cert = this.cert;
     this.ads = new AdsClient({
       address: this.opts.discoveryAddress,
-      credentials: grpc.credentials.createSsl(Buffer.from(this.opts.rootCertPem), Buffer.from(cert.keyPem), Buffer.from(cert.chainPem)),
-      channelOptions: { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc', 'grpc.default_authority': 'istiod.istio-system.svc' },
+      credentials: grpc.credentials.createSsl(
+        Buffer.from(this.opts.rootCertPem),
+        Buffer.from(cert.keyPem),
+        Buffer.from(cert.chainPem),
+      ),
+      channelOptions: {
+        'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
+        'grpc.default_authority': 'istiod.istio-system.svc',
+      },
       node: this.node(),
       log: this.opts.log.child({ scope: 'xds' }),
     });
@@ -186,7 +193,13 @@ export class Sidecar {
     const c = this.cert;
     if (!c) return undefined;
     const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(c.spiffeId)?.[1] ?? 'cluster.local';
-    return { certChainPem: c.chainPem, keyPem: c.keyPem, trustBundlePem: this.trustBundlePem, trustDomain, spiffeId: c.spiffeId };
+    return {
+      certChainPem: c.chainPem,
+      keyPem: c.keyPem,
+      trustBundlePem: this.trustBundlePem,
+      trustDomain,
+      spiffeId: c.spiffeId,
+    };
   }
 
   private onCertificate(c: WorkloadCertificate): void {
@@ -212,8 +225,10 @@ export class Sidecar {
     if (m) this.clusters.setTls(m);
     this.clusters.setClusters(clusters);
     this.clustersReady = true;
-    this.ads?.subscribe(ClusterLoadAssignmentType, this.clusters.edsNames(), (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) =>
-      this.clusters.setAssignments(cla),
+    this.ads?.subscribe(
+      ClusterLoadAssignmentType,
+      this.clusters.edsNames(),
+      (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) => this.clusters.setAssignments(cla),
     );
   }
 

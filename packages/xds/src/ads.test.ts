@@ -65,7 +65,10 @@ test('a client applies and ACKs a push, NACKs a bad one and keeps its last good 
     assert.deepEqual([...client.resources(TypeUrl.Cluster).keys()].sort(), ['a', 'b']);
     const want = cache.getSnapshot('n1')?.version(TypeUrl.Cluster);
     const acked = (): string | undefined =>
-      ads.streams().find((s) => s.node.id === 'n1')?.types.get(TypeUrl.Cluster)?.ackedVersion;
+      ads
+        .streams()
+        .find((s) => s.node.id === 'n1')
+        ?.types.get(TypeUrl.Cluster)?.ackedVersion;
     for (let i = 0; i < 100 && acked() !== want; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(acked(), want, 'the server saw the ACK of the latest version');
   } finally {
@@ -108,7 +111,10 @@ test('pushes wait for the ACK of the previous one, and a stale nonce is ignored'
     });
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(nacks.length, before);
-    const st = ads.streams().find((s) => s.node.id === 'n2')?.types.get(TypeUrl.Cluster);
+    const st = ads
+      .streams()
+      .find((s) => s.node.id === 'n2')
+      ?.types.get(TypeUrl.Cluster);
     assert.equal(st?.nack, undefined);
   } finally {
     call.cancel();

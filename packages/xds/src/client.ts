@@ -91,12 +91,13 @@ export class AdsClient extends EventEmitter {
       prev.handler = handler as UpdateHandler<unknown>;
       if (same) return;
       prev.names = sorted;
-      if (!isWildcardType(type.typeUrl)) for (const n of [...prev.resources.keys()]) if (!sorted.includes(n)) prev.resources.delete(n);
+      if (!isWildcardType(type.typeUrl))
+        for (const n of [...prev.resources.keys()]) if (!sorted.includes(n)) prev.resources.delete(n);
       this.sendRequest(prev);
       return;
     }
     const sub: Subscription = {
-      type: type as XdsResourceType<unknown>,
+      type: type,
       names: sorted,
       handler: handler as UpdateHandler<unknown>,
       version: '',

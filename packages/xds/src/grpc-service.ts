@@ -93,7 +93,7 @@ function jsonToValue(v: unknown): WireValue {
   if (typeof v === 'boolean') return { boolValue: v };
   if (Array.isArray(v)) return { listValue: { values: v.map(jsonToValue) } };
   if (typeof v === 'object') return { structValue: jsonToStruct(v as Record<string, unknown>) };
-  return { stringValue: String(v) };
+  return { stringValue: typeof v === 'bigint' ? v.toString() : '' };
 }
 
 /** nodeFromWire turns a wire Node into an {@link XdsNode} with plain-JSON metadata. */
@@ -127,7 +127,11 @@ export interface AdsServiceClient extends grpc.Client {
 /** AdsGrpc bundles the ADS service definition (for servers) and client constructor (for clients). */
 export interface AdsGrpc {
   service: grpc.ServiceDefinition;
-  Client: new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => AdsServiceClient;
+  Client: new (
+    address: string,
+    credentials: grpc.ChannelCredentials,
+    options?: grpc.ChannelOptions,
+  ) => AdsServiceClient;
 }
 
 let cached: AdsGrpc | undefined;

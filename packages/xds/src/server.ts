@@ -105,7 +105,12 @@ export function createAdsServer(watcher: ConfigWatcher, hooks: AdsServerHooks = 
       st.sentVersion = resp.version;
       st.sentNonce = String(nextNonce++);
       st.sentAt = Date.now();
-      call.write({ version_info: resp.version, resources: resp.resources, type_url: resp.typeUrl, nonce: st.sentNonce });
+      call.write({
+        version_info: resp.version,
+        resources: resp.resources,
+        type_url: resp.typeUrl,
+        nonce: st.sentNonce,
+      });
       hooks.onPush?.(s, resp.typeUrl, resp.version, resp.resources.length);
       log?.debug(
         { nodeId: s.node.id, type: shortTypeName(resp.typeUrl), version: resp.version, nonce: st.sentNonce },
@@ -166,8 +171,9 @@ export function createAdsServer(watcher: ConfigWatcher, hooks: AdsServerHooks = 
       if (st.cancel && !namesChanged && nonce === '') return; // duplicate subscription: keep the open watch
       st.cancel?.();
       const cur = st;
-      st.cancel = watcher.createWatch({ nodeId: s.node.id, typeUrl, resourceNames: names, knownVersion: known }, (resp) =>
-        send(s, cur, resp),
+      st.cancel = watcher.createWatch(
+        { nodeId: s.node.id, typeUrl, resourceNames: names, knownVersion: known },
+        (resp) => send(s, cur, resp),
       );
     };
 

@@ -100,7 +100,7 @@ function messageName(typeUrl: string): string {
  */
 export function encodeAny(typeUrl: string, value: object): AnyMessage {
   const type = loadXdsRoot().lookupType(messageName(typeUrl));
-  const message = type.fromObject(value as Record<string, unknown>);
+  const message = type.fromObject(value);
   const problem = type.verify(message);
   if (problem) throw new Error(`${messageName(typeUrl)}: ${problem}`);
   return { type_url: typeUrl, value: type.encode(message).finish() };

@@ -15,26 +15,44 @@ export function registerEcho(program: Command): void {
     .option('--pod <name>', 'pod name', 'echo')
     .option('--namespace <ns>', 'namespace', 'default')
     .option('--service-account <sa>', 'service account', 'default')
-    .action(async (o: { host: string; port: string[]; service: string; version: string; pod: string; namespace: string; serviceAccount: string }) => {
-      const log = createLogger('echo');
-      const servers = o.port.map(() => createEchoServer({ service: o.service, version: o.version, pod: o.pod, namespace: o.namespace, serviceAccount: o.serviceAccount }));
-      await runUntilSignal(
-        log,
-        async () => {
-          await Promise.all(
-            servers.map(
-              (s, i) =>
-                new Promise<void>((resolve, reject) => {
-                  s.once('error', reject);
-                  s.listen(Number(o.port[i]), o.host, () => resolve());
-                }),
-            ),
-          );
-          log.info({ host: o.host, ports: o.port }, 'echo listening');
-        },
-        async () => {
-          await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-        },
-      );
-    });
+    .action(
+      async (o: {
+        host: string;
+        port: string[];
+        service: string;
+        version: string;
+        pod: string;
+        namespace: string;
+        serviceAccount: string;
+      }) => {
+        const log = createLogger('echo');
+        const servers = o.port.map(() =>
+          createEchoServer({
+            service: o.service,
+            version: o.version,
+            pod: o.pod,
+            namespace: o.namespace,
+            serviceAccount: o.serviceAccount,
+          }),
+        );
+        await runUntilSignal(
+          log,
+          async () => {
+            await Promise.all(
+              servers.map(
+                (s, i) =>
+                  new Promise<void>((resolve, reject) => {
+                    s.once('error', reject);
+                    s.listen(Number(o.port[i]), o.host, () => resolve());
+                  }),
+              ),
+            );
+            log.info({ host: o.host, ports: o.port }, 'echo listening');
+          },
+          async () => {
+            await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+          },
+        );
+      },
+    );
 }

@@ -17,21 +17,37 @@ export function registerIstiod(program: Command): void {
     .option('--monitoring-port <port>', 'metrics and admin port', '15014')
     .option('--trust-domain <td>', 'trust domain', 'cluster.local')
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
-    .action(async (o: { stateDir: string; host: string; caDir?: string; file: string[]; xdsPlainPort: string; xdsTlsPort: string; monitoringPort: string; trustDomain: string; clusterId: string }) => {
-      const log = createLogger('istiod');
-      const istiod = new Istiod({
-        host: o.host,
-        stateDir: o.stateDir,
-        ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
-        configFiles: o.file,
-        xdsPlainPort: Number(o.xdsPlainPort),
-        xdsTlsPort: Number(o.xdsTlsPort),
-        monitoringPort: Number(o.monitoringPort),
-        mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId },
-        log,
-      });
-      await runUntilSignal(log, async () => {
-        await istiod.start();
-      }, () => istiod.stop());
-    });
+    .action(
+      async (o: {
+        stateDir: string;
+        host: string;
+        caDir?: string;
+        file: string[];
+        xdsPlainPort: string;
+        xdsTlsPort: string;
+        monitoringPort: string;
+        trustDomain: string;
+        clusterId: string;
+      }) => {
+        const log = createLogger('istiod');
+        const istiod = new Istiod({
+          host: o.host,
+          stateDir: o.stateDir,
+          ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
+          configFiles: o.file,
+          xdsPlainPort: Number(o.xdsPlainPort),
+          xdsTlsPort: Number(o.xdsTlsPort),
+          monitoringPort: Number(o.monitoringPort),
+          mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId },
+          log,
+        });
+        await runUntilSignal(
+          log,
+          async () => {
+            await istiod.start();
+          },
+          () => istiod.stop(),
+        );
+      },
+    );
 }

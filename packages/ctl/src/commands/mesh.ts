@@ -25,7 +25,9 @@ export function registerMesh(program: Command): void {
       });
       console.log(`mesh up: istiod ${state.istiod.xdsTls}, ${state.pods.length} pods`);
       for (const p of state.pods) console.log(`  ${p.name.padEnd(22)} ${p.address.padEnd(14)} ${p.spiffeId}`);
-      console.log(`sleep outbound proxy: http://${state.sleep.outbound}  (e.g. curl -x http://${state.sleep.outbound} http://reviews:9080/)`);
+      console.log(
+        `sleep outbound proxy: http://${state.sleep.outbound}  (e.g. curl -x http://${state.sleep.outbound} http://reviews:9080/)`,
+      );
       console.log(`state: ${path.join(state.stateDir, 'state.json')}`);
     });
 

@@ -22,26 +22,46 @@ export function registerProxy(program: Command): void {
     .option('--admin-port <port>', 'admin port', '15000')
     .option('--mtls-port <port>', "peers' mTLS port in explicit mode", '15006')
     .option('--cert-ttl <seconds>', 'requested certificate lifetime (0: CA default)', '0')
-    .action(async (o: { ip: string; pod: string; namespace: string; serviceAccount: string; discovery: string; rootCert: string; tokenFile?: string; workload?: string; labels: string; clusterId: string; adminPort: string; mtlsPort: string; certTtl: string }) => {
-      const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
-      const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
-      const sidecar = new Sidecar({
-        ip: o.ip,
-        podName: o.pod,
-        namespace: o.namespace,
-        serviceAccount: o.serviceAccount,
-        labels: JSON.parse(o.labels) as Record<string, string>,
-        workloadName: o.workload ?? o.pod,
-        clusterId: o.clusterId,
-        discoveryAddress: o.discovery,
-        rootCertPem: fs.readFileSync(o.rootCert, 'utf8'),
-        token,
-        certTtlSeconds: Number(o.certTtl),
-        adminPort: Number(o.adminPort),
-        mtlsPort: Number(o.mtlsPort),
-        log,
-        accessLog: log.child({ scope: 'access' }),
-      });
-      await runUntilSignal(log, () => sidecar.start(), () => sidecar.stop());
-    });
+    .action(
+      async (o: {
+        ip: string;
+        pod: string;
+        namespace: string;
+        serviceAccount: string;
+        discovery: string;
+        rootCert: string;
+        tokenFile?: string;
+        workload?: string;
+        labels: string;
+        clusterId: string;
+        adminPort: string;
+        mtlsPort: string;
+        certTtl: string;
+      }) => {
+        const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
+        const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+        const sidecar = new Sidecar({
+          ip: o.ip,
+          podName: o.pod,
+          namespace: o.namespace,
+          serviceAccount: o.serviceAccount,
+          labels: JSON.parse(o.labels) as Record<string, string>,
+          workloadName: o.workload ?? o.pod,
+          clusterId: o.clusterId,
+          discoveryAddress: o.discovery,
+          rootCertPem: fs.readFileSync(o.rootCert, 'utf8'),
+          token,
+          certTtlSeconds: Number(o.certTtl),
+          adminPort: Number(o.adminPort),
+          mtlsPort: Number(o.mtlsPort),
+          log,
+          accessLog: log.child({ scope: 'access' }),
+        });
+        await runUntilSignal(
+          log,
+          () => sidecar.start(),
+          () => sidecar.stop(),
+        );
+      },
+    );
 }

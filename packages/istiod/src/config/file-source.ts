@@ -16,7 +16,13 @@ export interface LoadResult {
  * invalid keeps its last good version; a file with a document that cannot even be identified (YAML syntax error)
  * changes nothing. Without `replace`, objects are upserted (`fedmesh apply`).
  */
-export function loadManifestText(store: ConfigStore<StoredObject>, text: string, owner: string, replace: boolean, file?: string): LoadResult {
+export function loadManifestText(
+  store: ConfigStore<StoredObject>,
+  text: string,
+  owner: string,
+  replace: boolean,
+  file?: string,
+): LoadResult {
   const { resources, errors } = parseManifests(text, file !== undefined ? { file } : {});
   const hard = errors.filter((e) => e.severity === 'error');
   const objects = resources as unknown as StoredObject[];

@@ -4,7 +4,15 @@ import type { ProxyModel } from '../model/proxy.js';
 import type { MeshService, ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
 import type { TrafficPolicy } from '@fedmesh/api';
-import { ADS_SOURCE, durationToProto, matchesLabels, serviceAccountsOf, subsetLabels, toResource, type GeneratedResource } from './common.js';
+import {
+  ADS_SOURCE,
+  durationToProto,
+  matchesLabels,
+  serviceAccountsOf,
+  subsetLabels,
+  toResource,
+  type GeneratedResource,
+} from './common.js';
 
 /** effectivePolicy merges a DestinationRule's traffic policies for one subset and port: subset over port-level over top level (Istio's `MergeTrafficPolicy`). */
 export function effectivePolicy(
@@ -50,13 +58,18 @@ function outboundCluster(
     name,
     type: 'EDS',
     eds_cluster_config: { service_name: name, eds_config: ADS_SOURCE },
-    connect_timeout: durationToProto(policy.connectionPool?.tcp?.connectTimeout ? parseDurationMs(policy.connectionPool.tcp.connectTimeout) : 10_000),
+    connect_timeout: durationToProto(
+      policy.connectionPool?.tcp?.connectTimeout ? parseDurationMs(policy.connectionPool.tcp.connectTimeout) : 10_000,
+    ),
   };
   const lb = policy.loadBalancer?.simple ? LB[policy.loadBalancer.simple] : undefined;
   if (lb) cluster.lb_policy = lb;
   if (policy.loadBalancer?.consistentHash || policy.loadBalancer?.localityLbSetting)
-    warnings.push(`${name}: loadBalancer consistentHash/localityLbSetting not yet supported by the fedmesh proxy; using ${lb ?? 'ROUND_ROBIN'}`);
-  if (policy.outlierDetection) warnings.push(`${name}: outlierDetection not yet supported by the fedmesh proxy; ignored`);
+    warnings.push(
+      `${name}: loadBalancer consistentHash/localityLbSetting not yet supported by the fedmesh proxy; using ${lb ?? 'ROUND_ROBIN'}`,
+    );
+  if (policy.outlierDetection)
+    warnings.push(`${name}: outlierDetection not yet supported by the fedmesh proxy; ignored`);
   const mode = policy.tls?.mode;
   if (mode === 'SIMPLE' || mode === 'MUTUAL') {
     warnings.push(`${name}: DestinationRule tls mode ${mode} (origination) not yet supported; cluster left out`);
@@ -114,7 +127,13 @@ export function generateClusters(push: PushContext, proxy: ProxyModel, warnings:
         connect_timeout: durationToProto(10_000),
         load_assignment: {
           cluster_name: name,
-          endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: proxy.ip, port_value: targetPort } } } }] }],
+          endpoints: [
+            {
+              lb_endpoints: [
+                { endpoint: { address: { socket_address: { address: proxy.ip, port_value: targetPort } } } },
+              ],
+            },
+          ],
         },
       }),
     );
@@ -126,7 +145,10 @@ export function generateClusters(push: PushContext, proxy: ProxyModel, warnings:
  * inboundPorts returns the proxy's own inbound ports: target port → the (service, port, subsets) pairs that
  * reach it, from every visible-or-not service whose endpoints include the proxy's address.
  */
-export function inboundPorts(push: PushContext, proxy: ProxyModel): Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]> {
+export function inboundPorts(
+  push: PushContext,
+  proxy: ProxyModel,
+): Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]> {
   const out = new Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]>();
   for (const svc of push.services) {
     if (svc.namespace !== proxy.namespace) continue;

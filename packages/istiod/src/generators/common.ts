@@ -28,8 +28,14 @@ export function percentToFraction(value: number | undefined): { numerator: numbe
 }
 
 /** subsetLabels returns a DestinationRule subset's labels, or undefined when the subset is not defined. */
-export function subsetLabels(dr: DestinationRuleObject | undefined, subset: string): Record<string, string> | undefined {
-  return dr?.spec.subsets?.find((s) => s.name === subset)?.labels ?? (dr?.spec.subsets?.some((s) => s.name === subset) ? {} : undefined);
+export function subsetLabels(
+  dr: DestinationRuleObject | undefined,
+  subset: string,
+): Record<string, string> | undefined {
+  return (
+    dr?.spec.subsets?.find((s) => s.name === subset)?.labels ??
+    (dr?.spec.subsets?.some((s) => s.name === subset) ? {} : undefined)
+  );
 }
 
 /** matchesLabels reports whether `labels` carry every key/value of `selector`. */
@@ -44,5 +50,7 @@ export function spiffeIdOf(trustDomain: string, namespace: string, serviceAccoun
 
 /** serviceAccountsOf lists the SPIFFE IDs of a set of instances, sorted and unique (a cluster's allowed peer SANs). */
 export function serviceAccountsOf(trustDomain: string, instances: readonly ServiceInstance[]): string[] {
-  return [...new Set(instances.map((i) => spiffeIdOf(trustDomain, i.endpoint.namespace, i.endpoint.serviceAccount)))].sort();
+  return [
+    ...new Set(instances.map((i) => spiffeIdOf(trustDomain, i.endpoint.namespace, i.endpoint.serviceAccount))),
+  ].sort();
 }

@@ -33,7 +33,9 @@ export function buildLoadAssignment(clusterName: string, instances: readonly Ser
           .slice()
           .sort((a, b) => (a.endpoint.address < b.endpoint.address ? -1 : 1))
           .map((i) => ({
-            endpoint: { address: { socket_address: { address: i.endpoint.address, port_value: i.servicePort.targetPort } } },
+            endpoint: {
+              address: { socket_address: { address: i.endpoint.address, port_value: i.servicePort.targetPort } },
+            },
             health_status: i.endpoint.healthy ? 'HEALTHY' : 'UNHEALTHY',
             load_balancing_weight: { value: i.endpoint.weight },
             metadata: {
@@ -70,9 +72,18 @@ export function generateEndpoints(push: PushContext, proxy: ProxyModel): Generat
     for (const port of svc.ports) {
       const all = push.instances(svc.hostname, port.port);
       for (const subset of ['', ...(dr?.spec.subsets ?? []).map((s) => s.name)]) {
-        const labels = subset ? subsetLabels(dr, subset) ?? {} : {};
+        const labels = subset ? (subsetLabels(dr, subset) ?? {}) : {};
         const name = outboundClusterName(port.port, subset, svc.hostname);
-        out.push(toResource(TypeUrl.ClusterLoadAssignment, name, buildLoadAssignment(name, all.filter((i) => matchesLabels(labels, i.endpoint.labels)))));
+        out.push(
+          toResource(
+            TypeUrl.ClusterLoadAssignment,
+            name,
+            buildLoadAssignment(
+              name,
+              all.filter((i) => matchesLabels(labels, i.endpoint.labels)),
+            ),
+          ),
+        );
       }
     }
   }

@@ -19,7 +19,8 @@ const FAULT = {
   name: 'envoy.filters.http.fault',
   typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' },
 };
-const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+const HCM_TYPE =
+  'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 
 /**
  * generateListeners is the LDS generator for a sidecar in explicit mode:
@@ -58,7 +59,9 @@ export function generateListeners(push: PushContext, proxy: ProxyModel): Generat
   const chains: object[] = [];
   for (const [targetPort, refs] of [...inboundPorts(push, proxy).entries()].sort(([a], [b]) => a - b)) {
     if (!refs.some((r) => isHttpProtocol(r.port.protocol))) continue;
-    const serverNames = [...new Set(refs.flatMap((r) => ['', ...r.subsets].map((s) => mtlsSni(r.port.port, s, r.svc.hostname))))].sort();
+    const serverNames = [
+      ...new Set(refs.flatMap((r) => ['', ...r.subsets].map((s) => mtlsSni(r.port.port, s, r.svc.hostname)))),
+    ].sort();
     const cluster = inboundClusterName(targetPort);
     chains.push({
       name: cluster,
@@ -71,7 +74,9 @@ export function generateListeners(push: PushContext, proxy: ProxyModel): Generat
           common_tls_context: {
             tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: ADS_SOURCE }],
             combined_validation_context: {
-              default_validation_context: { match_typed_subject_alt_names: [{ san_type: 'URI', matcher: { prefix: 'spiffe://' } }] },
+              default_validation_context: {
+                match_typed_subject_alt_names: [{ san_type: 'URI', matcher: { prefix: 'spiffe://' } }],
+              },
               validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: ADS_SOURCE },
             },
             alpn_protocols: ['istio', 'http/1.1'],
@@ -112,7 +117,9 @@ export function generateListeners(push: PushContext, proxy: ProxyModel): Generat
         listener_filters: [
           {
             name: 'envoy.filters.listener.tls_inspector',
-            typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' },
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector',
+            },
           },
         ],
         filter_chains: chains,

@@ -28,7 +28,9 @@ export const ISTIO_DEFAULT_RETRY = {
  */
 export function domainsFor(svc: MeshService, port: ServicePort, proxyNs: string, domainSuffix: string): string[] {
   const names = [svc.hostname];
-  const short = svc.hostname.endsWith(`.svc.${domainSuffix}`) ? svc.hostname.slice(0, -`.${domainSuffix}`.length) : undefined;
+  const short = svc.hostname.endsWith(`.svc.${domainSuffix}`)
+    ? svc.hostname.slice(0, -`.${domainSuffix}`.length)
+    : undefined;
   if (short) {
     names.push(short, `${svc.name}.${svc.namespace}`);
     if (svc.namespace === proxyNs) names.push(svc.name);
@@ -84,8 +86,10 @@ function routeMatch(m: HTTPMatchRequest | undefined): object {
 
 function headerOps(h: Headers['request'] | undefined): { add: object[]; remove: string[] } {
   const add: object[] = [];
-  for (const [k, v] of Object.entries(h?.set ?? {})) add.push({ header: { key: k, value: v }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
-  for (const [k, v] of Object.entries(h?.add ?? {})) add.push({ header: { key: k, value: v }, append_action: 'APPEND_IF_EXISTS_OR_ADD' });
+  for (const [k, v] of Object.entries(h?.set ?? {}))
+    add.push({ header: { key: k, value: v }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
+  for (const [k, v] of Object.entries(h?.add ?? {}))
+    add.push({ header: { key: k, value: v }, append_action: 'APPEND_IF_EXISTS_OR_ADD' });
   return { add, remove: h?.remove ?? [] };
 }
 
@@ -111,14 +115,24 @@ function destinationCluster(
   return outboundClusterName(port ?? vhostPort, dest.subset ?? '', host);
 }
 
-function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRoute, m: HTTPMatchRequest | undefined, port: number, idx: string, warnings: string[]): object {
+function translateRoute(
+  push: PushContext,
+  vs: VirtualServiceObject,
+  r: HTTPRoute,
+  m: HTTPMatchRequest | undefined,
+  port: number,
+  idx: string,
+  warnings: string[],
+): object {
   const ns = namespaceOf(vs);
   const route: Record<string, unknown> = { name: r.name ?? `${vs.metadata.name}.${ns}.${idx}`, match: routeMatch(m) };
   const req = headerOps(r.headers?.request);
   const resp = headerOps(r.headers?.response);
   if (r.redirect) {
     const d = r.redirect;
-    const red: Record<string, unknown> = { response_code: REDIRECT_CODES[d.redirectCode ?? 301] ?? 'MOVED_PERMANENTLY' };
+    const red: Record<string, unknown> = {
+      response_code: REDIRECT_CODES[d.redirectCode ?? 301] ?? 'MOVED_PERMANENTLY',
+    };
     if (d.uri !== undefined) red.path_redirect = d.uri;
     if (d.authority !== undefined) red.host_redirect = d.authority;
     if (d.scheme !== undefined) red.scheme_redirect = d.scheme;
@@ -126,7 +140,10 @@ function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRout
     route.redirect = red;
   } else if (r.directResponse) {
     const d = r.directResponse;
-    route.direct_response = { status: d.status, ...(d.body?.string !== undefined ? { body: { inline_string: d.body.string } } : {}) };
+    route.direct_response = {
+      status: d.status,
+      ...(d.body?.string !== undefined ? { body: { inline_string: d.body.string } } : {}),
+    };
   } else {
     const dests = r.route ?? [];
     const action: Record<string, unknown> = {};
@@ -142,7 +159,10 @@ function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRout
         resp.remove.push(...dr.remove);
       }
     } else {
-      if (dests.some((d) => d.headers)) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: per-destination headers with several destinations are not yet supported; ignored`);
+      if (dests.some((d) => d.headers))
+        warnings.push(
+          `${vs.metadata.name}.${ns} http[${idx}]: per-destination headers with several destinations are not yet supported; ignored`,
+        );
       action.weighted_clusters = {
         clusters: dests
           .filter((d) => (d.weight ?? 0) > 0)
@@ -158,19 +178,35 @@ function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRout
           retry_host_predicate: ISTIO_DEFAULT_RETRY.retry_host_predicate,
           host_selection_retry_max_attempts: '5',
         };
-        const codes = (r.retries.retryOn ?? '').split(',').map((s) => s.trim()).filter((s) => /^\d{3}$/.test(s)).map(Number);
+        const codes = (r.retries.retryOn ?? '')
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => /^\d{3}$/.test(s))
+          .map(Number);
         if (codes.length > 0) {
-          rp.retry_on = String(rp.retry_on).split(',').filter((s) => !/^\d{3}$/.test(s.trim())).concat('retriable-status-codes').join(',');
+          rp.retry_on = String(rp.retry_on)
+            .split(',')
+            .filter((s) => !/^\d{3}$/.test(s.trim()))
+            .concat('retriable-status-codes')
+            .join(',');
           rp.retriable_status_codes = codes;
-        } else if (r.retries.retryOn === undefined) rp.retriable_status_codes = ISTIO_DEFAULT_RETRY.retriable_status_codes;
+        } else if (r.retries.retryOn === undefined)
+          rp.retriable_status_codes = ISTIO_DEFAULT_RETRY.retriable_status_codes;
         if (r.retries.perTryTimeout) rp.per_try_timeout = durationToProto(parseDurationMs(r.retries.perTryTimeout));
         action.retry_policy = rp;
       }
     } else action.retry_policy = ISTIO_DEFAULT_RETRY;
     if (r.rewrite?.uri !== undefined) action.prefix_rewrite = r.rewrite.uri;
-    if (r.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: r.rewrite.uriRegexRewrite.match }, substitution: r.rewrite.uriRegexRewrite.rewrite };
+    if (r.rewrite?.uriRegexRewrite)
+      action.regex_rewrite = {
+        pattern: { regex: r.rewrite.uriRegexRewrite.match },
+        substitution: r.rewrite.uriRegexRewrite.rewrite,
+      };
     if (r.rewrite?.authority !== undefined) action.host_rewrite_literal = r.rewrite.authority;
-    const mirrors = [...(r.mirror ? [{ destination: r.mirror, percentage: r.mirrorPercentage }] : []), ...(r.mirrors ?? [])];
+    const mirrors = [
+      ...(r.mirror ? [{ destination: r.mirror, percentage: r.mirrorPercentage }] : []),
+      ...(r.mirrors ?? []),
+    ];
     if (mirrors.length > 0)
       action.request_mirror_policies = mirrors.map((mi) => ({
         cluster: destinationCluster(push, ns, mi.destination, port),
@@ -179,16 +215,25 @@ function translateRoute(push: PushContext, vs: VirtualServiceObject, r: HTTPRout
     route.route = action;
   }
   if (r.fault) {
-    const f: Record<string, unknown> = { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' };
+    const f: Record<string, unknown> = {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault',
+    };
     const dl = r.fault.delay;
-    if (dl?.fixedDelay) f.delay = { fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)), percentage: percentToFraction(dl.percentage?.value ?? dl.percent) };
+    if (dl?.fixedDelay)
+      f.delay = {
+        fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)),
+        percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
+      };
     const ab = r.fault.abort;
-    if (ab?.httpStatus !== undefined) f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
-    if ((dl && !dl.fixedDelay) || (ab && ab.httpStatus === undefined)) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
+    if (ab?.httpStatus !== undefined)
+      f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
+    if ((dl && !dl.fixedDelay) || (ab && ab.httpStatus === undefined))
+      warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
     route.typed_per_filter_config = { 'envoy.filters.http.fault': f };
   }
   if (r.corsPolicy) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: corsPolicy not yet supported; ignored`);
-  if (r.delegate) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: delegate not yet supported for sidecars; route left out`);
+  if (r.delegate)
+    warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: delegate not yet supported for sidecars; route left out`);
   if (req.add.length > 0) route.request_headers_to_add = req.add;
   if (req.remove.length > 0) route.request_headers_to_remove = req.remove;
   if (resp.add.length > 0) route.response_headers_to_add = resp.add;
@@ -209,11 +254,19 @@ function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number): boo
  * (Istio's `BuildHTTPRoutesForVirtualService`): each `match` becomes its own Envoy route in order; matches that
  * name another port, other source labels or namespace, or only non-mesh gateways are skipped for this proxy.
  */
-export function virtualServiceRoutes(push: PushContext, vs: VirtualServiceObject, proxy: ProxyModel, port: number, warnings: string[]): object[] {
+export function virtualServiceRoutes(
+  push: PushContext,
+  vs: VirtualServiceObject,
+  proxy: ProxyModel,
+  port: number,
+  warnings: string[],
+): object[] {
   const out: object[] = [];
   (vs.spec.http ?? []).forEach((r, i) => {
     if (r.delegate) {
-      warnings.push(`${vs.metadata.name}.${namespaceOf(vs)} http[${i}]: delegate not yet supported for sidecars; route left out`);
+      warnings.push(
+        `${vs.metadata.name}.${namespaceOf(vs)} http[${i}]: delegate not yet supported for sidecars; route left out`,
+      );
       return;
     }
     const matches = r.match && r.match.length > 0 ? r.match : [undefined];
@@ -256,5 +309,11 @@ export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: s
       virtualHosts.push({ name: `${svc.hostname}:${port.port}`, domains, routes });
     }
   }
-  return [toResource(TypeUrl.RouteConfiguration, OUTBOUND_ROUTE_NAME, { name: OUTBOUND_ROUTE_NAME, virtual_hosts: virtualHosts, validate_clusters: { value: false } })];
+  return [
+    toResource(TypeUrl.RouteConfiguration, OUTBOUND_ROUTE_NAME, {
+      name: OUTBOUND_ROUTE_NAME,
+      virtual_hosts: virtualHosts,
+      validate_clusters: { value: false },
+    }),
+  ];
 }

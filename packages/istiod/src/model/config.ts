@@ -1,10 +1,4 @@
-import type {
-  DestinationRuleSpec,
-  PodSpec,
-  PodStatus,
-  ServiceSpec,
-  VirtualServiceSpec,
-} from '@fedmesh/api';
+import type { DestinationRuleSpec, PodSpec, PodStatus, ServiceSpec, VirtualServiceSpec } from '@fedmesh/api';
 
 /** ObjectMetadata is the metadata istiod reads from any config object. */
 export interface ObjectMetadata {

@@ -20,11 +20,12 @@ export interface ProxyModel {
  */
 export function parseProxyNode(node: XdsNode): ProxyModel {
   const parts = node.id.split('~');
-  if (parts.length !== 4) throw new Error(`node.id: want <type>~<ip>~<pod>.<ns>~<domain>, got ${JSON.stringify(node.id)}`);
+  if (parts.length !== 4)
+    throw new Error(`node.id: want <type>~<ip>~<pod>.<ns>~<domain>, got ${JSON.stringify(node.id)}`);
   const [type, ip, podDotNs] = parts as [string, string, string, string];
   if (type !== 'sidecar' && type !== 'router') throw new Error(`node.id: unknown proxy type ${JSON.stringify(type)}`);
   const md = node.metadata ?? {};
-  const str = (k: string): string | undefined => (typeof md[k] === 'string' ? (md[k] as string) : undefined);
+  const str = (k: string): string | undefined => (typeof md[k] === 'string' ? md[k] : undefined);
   const namespace = str('NAMESPACE') ?? podDotNs.slice(podDotNs.lastIndexOf('.') + 1);
   const labelsRaw = md.LABELS;
   const labels: Record<string, string> = {};

@@ -52,7 +52,10 @@ export class KubeObjectsRegistry implements ServiceRegistry {
   private readonly svcObjects = new Map<string, ServiceObject>();
 
   /** constructor stores references; nothing is computed before first use. */
-  constructor(private readonly store: ConfigStore<StoredObject>, private readonly opts: KubeObjectsRegistryOptions) {
+  constructor(
+    private readonly store: ConfigStore<StoredObject>,
+    private readonly opts: KubeObjectsRegistryOptions,
+  ) {
     this.cluster = opts.cluster;
   }
 
@@ -131,7 +134,10 @@ export class KubeObjectsRegistry implements ServiceRegistry {
         namespace: ns,
         selector: s.spec.selector ?? {},
         labels: s.metadata.labels ?? {},
-        exportTo: (s.metadata.annotations?.['networking.istio.io/exportTo'] ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+        exportTo: (s.metadata.annotations?.['networking.istio.io/exportTo'] ?? '')
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
         ports: (s.spec.ports ?? []).map((p) => ({
           name: p.name ?? '',
           port: p.port,

@@ -52,8 +52,7 @@ export const StringMatcherSchema = z
     ignore_case: z.boolean().optional(),
   })
   .refine(
-    (m) =>
-      [m.exact, m.prefix, m.suffix, m.contains, m.safe_regex].filter((v) => v !== undefined).length === 1,
+    (m) => [m.exact, m.prefix, m.suffix, m.contains, m.safe_regex].filter((v) => v !== undefined).length === 1,
     'exactly one of exact, prefix, suffix, contains, safe_regex must be set',
   );
 /** EnvoyStringMatcher is a decoded `StringMatcher`. */
@@ -104,7 +103,14 @@ const retryPolicy = z.strictObject({
   num_retries: wrappedU32.optional(),
   per_try_timeout: DurationSchema.optional(),
   retriable_status_codes: z.array(u32).optional(),
-  retry_host_predicate: z.array(z.strictObject({ name: z.literal('envoy.retry_host_predicates.previous_hosts'), typed_config: z.looseObject({ '@type': z.string() }).optional() })).optional(),
+  retry_host_predicate: z
+    .array(
+      z.strictObject({
+        name: z.literal('envoy.retry_host_predicates.previous_hosts'),
+        typed_config: z.looseObject({ '@type': z.string() }).optional(),
+      }),
+    )
+    .optional(),
   host_selection_retry_max_attempts: z.union([z.string(), z.number()]).optional(),
 });
 
@@ -143,7 +149,9 @@ const redirectAction = z.strictObject({
   prefix_rewrite: z.string().optional(),
   scheme_redirect: z.string().optional(),
   https_redirect: z.boolean().optional(),
-  response_code: z.enum(['MOVED_PERMANENTLY', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT']).optional(),
+  response_code: z
+    .enum(['MOVED_PERMANENTLY', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT'])
+    .optional(),
   strip_query: z.boolean().optional(),
 });
 
@@ -235,11 +243,15 @@ const transportSocket = <T extends z.ZodType>(ctx: T) =>
 
 const routerFilter = z.strictObject({
   name: z.literal('envoy.filters.http.router'),
-  typed_config: z.strictObject({ '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.router.v3.Router') }),
+  typed_config: z.strictObject({
+    '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.router.v3.Router'),
+  }),
 });
 const faultFilter = z.strictObject({
   name: z.literal('envoy.filters.http.fault'),
-  typed_config: z.strictObject({ '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault') }),
+  typed_config: z.strictObject({
+    '@type': z.literal('type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'),
+  }),
 });
 
 /** HttpConnectionManagerSchema is `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`. */
@@ -256,8 +268,12 @@ export const HttpConnectionManagerSchema = z
       .array(z.union([faultFilter, routerFilter]))
       .min(1)
       .refine((f) => f[f.length - 1]?.name === 'envoy.filters.http.router', 'the router must be the last HTTP filter'),
-    forward_client_cert_details: z.enum(['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY']).optional(),
-    set_current_client_cert_details: z.strictObject({ uri: z.boolean().optional(), subject: wrappedBool.optional() }).optional(),
+    forward_client_cert_details: z
+      .enum(['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY'])
+      .optional(),
+    set_current_client_cert_details: z
+      .strictObject({ uri: z.boolean().optional(), subject: wrappedBool.optional() })
+      .optional(),
     stream_idle_timeout: DurationSchema.optional(),
     request_timeout: DurationSchema.optional(),
     request_headers_timeout: DurationSchema.optional(),
@@ -267,7 +283,10 @@ export const HttpConnectionManagerSchema = z
     max_request_headers_kb: wrappedU32.optional(),
     use_remote_address: wrappedBool.optional(),
   })
-  .refine((h) => (h.rds === undefined) !== (h.route_config === undefined), 'exactly one of rds, route_config must be set');
+  .refine(
+    (h) => (h.rds === undefined) !== (h.route_config === undefined),
+    'exactly one of rds, route_config must be set',
+  );
 /** EnvoyHttpConnectionManager is a decoded HttpConnectionManager. */
 export type EnvoyHttpConnectionManager = z.infer<typeof HttpConnectionManagerSchema>;
 
@@ -281,7 +300,12 @@ const filterChain = z.strictObject({
     })
     .optional(),
   filters: z
-    .array(z.strictObject({ name: z.literal('envoy.filters.network.http_connection_manager'), typed_config: HttpConnectionManagerSchema }))
+    .array(
+      z.strictObject({
+        name: z.literal('envoy.filters.network.http_connection_manager'),
+        typed_config: HttpConnectionManagerSchema,
+      }),
+    )
     .length(1),
   transport_socket: transportSocket(DownstreamTlsContextSchema).optional(),
 });
@@ -344,9 +368,7 @@ export const ClusterSchema = z
     '@type': z.string().optional(),
     name: z.string().min(1),
     type: z.enum(['STATIC', 'EDS']),
-    eds_cluster_config: z
-      .strictObject({ service_name: z.string().optional(), eds_config: configSource })
-      .optional(),
+    eds_cluster_config: z.strictObject({ service_name: z.string().optional(), eds_config: configSource }).optional(),
     load_assignment: ClusterLoadAssignmentSchema.optional(),
     connect_timeout: DurationSchema.optional(),
     lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM']).optional(),

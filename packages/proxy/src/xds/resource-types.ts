@@ -72,7 +72,12 @@ export const RouteConfigurationType: XdsResourceType<RouteTable> = decoder(
 );
 
 /** ClusterType decodes and validates Clusters. */
-export const ClusterType: XdsResourceType<EnvoyCluster> = decoder(TypeUrl.Cluster, ClusterSchema, (r) => r.name, (c) => c);
+export const ClusterType: XdsResourceType<EnvoyCluster> = decoder(
+  TypeUrl.Cluster,
+  ClusterSchema,
+  (r) => r.name,
+  (c) => c,
+);
 
 /** ClusterLoadAssignmentType decodes and validates ClusterLoadAssignments. */
 export const ClusterLoadAssignmentType: XdsResourceType<EnvoyClusterLoadAssignment> = decoder(
@@ -83,8 +88,13 @@ export const ClusterLoadAssignmentType: XdsResourceType<EnvoyClusterLoadAssignme
 );
 
 /** SecretType decodes and validates Secrets holding a trust bundle; the PEM must hold at least one certificate. */
-export const SecretType: XdsResourceType<EnvoySecret> = decoder(TypeUrl.Secret, SecretSchema, (r) => r.name, (s) => {
-  if (!s.validation_context.trusted_ca.inline_string.includes('-----BEGIN CERTIFICATE-----'))
-    throw new Error('validation_context.trusted_ca.inline_string: no PEM certificate');
-  return s;
-});
+export const SecretType: XdsResourceType<EnvoySecret> = decoder(
+  TypeUrl.Secret,
+  SecretSchema,
+  (r) => r.name,
+  (s) => {
+    if (!s.validation_context.trusted_ca.inline_string.includes('-----BEGIN CERTIFICATE-----'))
+      throw new Error('validation_context.trusted_ca.inline_string: no PEM certificate');
+    return s;
+  },
+);
