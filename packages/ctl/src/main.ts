@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerCa } from './commands/ca.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEcho } from './commands/echo.js';
 import { registerIstiod } from './commands/istiod.js';
@@ -14,6 +15,7 @@ registerDemo(program);
 registerIstiod(program);
 registerProxy(program);
 registerEcho(program);
+registerCa(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`fedmesh: ${(err as Error).message}`);

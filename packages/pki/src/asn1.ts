@@ -102,16 +102,21 @@ export function algorithmIdentifier(algorithm: SignatureAlgorithm): Asn1Node {
 export interface NameAttributes {
   readonly organization?: string;
   readonly commonName?: string;
+  /** locality is `L=`; Istio's intermediate CAs carry the cluster name there. */
+  readonly locality?: string;
 }
 
-/** name encodes a Name (RDNSequence) with O then CN; an empty object gives the empty sequence. */
+/**
+ * name encodes a Name (RDNSequence) with O, then CN, then L (the order of Istio's `tools/certs` configs); an empty
+ * object gives the empty sequence.
+ */
 export function name(attributes: NameAttributes): Asn1Node {
   const rdns: Asn1Node[] = [];
-  if (attributes.organization !== undefined) {
-    rdns.push(set([sequence([oid('2.5.4.10'), utf8String(attributes.organization)])]));
-  }
-  if (attributes.commonName !== undefined) {
-    rdns.push(set([sequence([oid('2.5.4.3'), utf8String(attributes.commonName)])]));
-  }
+  const add = (type: string, value: string | undefined): void => {
+    if (value !== undefined) rdns.push(set([sequence([oid(type), utf8String(value)])]));
+  };
+  add('2.5.4.10', attributes.organization);
+  add('2.5.4.3', attributes.commonName);
+  add('2.5.4.7', attributes.locality);
   return sequence(rdns);
 }

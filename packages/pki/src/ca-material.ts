@@ -48,7 +48,8 @@ function hasKeyCertSign(parts: CertificateParts): boolean {
   return (byte & (0x80 >> (KeyUsageBit.keyCertSign & 7))) !== 0;
 }
 
-function spiffeTrustDomains(cert: X509Certificate): string[] {
+/** spiffeTrustDomains lists the trust domains named by a certificate's `spiffe://` URI SANs. */
+export function spiffeTrustDomains(cert: X509Certificate): string[] {
   return parseNodeSubjectAltName(cert.subjectAltName)
     .uris.filter((uri) => uri.startsWith('spiffe://'))
     .map((uri) => uri.slice('spiffe://'.length).split('/')[0] ?? '');

@@ -11,6 +11,7 @@ import {
   set,
   smallInteger,
   toDer,
+  type Asn1Node,
   type NameAttributes,
 } from './asn1.js';
 import {
@@ -54,17 +55,23 @@ export interface CreateCsrOptions {
  * `KEY_UNSUPPORTED` for other keys. A CA ignores the SANs here: identity comes from authentication.
  */
 export function createCsr(options: CreateCsrOptions): string {
-  const privateKey = typeof options.privateKey === 'string' ? createPrivateKey(options.privateKey) : options.privateKey;
-  const algorithm = signatureAlgorithmFor(describePublicKey(privateKey, 'KEY_UNSUPPORTED'));
   const sans = options.subjectAltNames;
   const hasSans = sans !== undefined && [sans.uris, sans.dns, sans.ips].some((list) => (list?.length ?? 0) > 0);
-  const attributes = hasSans
-    ? [sequence([oid(OID.extensionRequest), set([sequence([subjectAltName(sans, false)])])])]
-    : [];
+  return buildCsr(options.privateKey, options.subject ?? {}, hasSans ? [subjectAltName(sans, false)] : []);
+}
+
+/**
+ * buildCsr assembles and signs a PKCS#10 request whose extensionRequest attribute (RFC 2985 §5.4.2) holds
+ * `extensions` (none: no attribute). Throws PkiError `KEY_UNSUPPORTED` for keys fedmesh does not sign with.
+ */
+export function buildCsr(key: KeyObject | string, subject: NameAttributes, extensions: Asn1Node[]): string {
+  const privateKey = typeof key === 'string' ? createPrivateKey(key) : key;
+  const algorithm = signatureAlgorithmFor(describePublicKey(privateKey, 'KEY_UNSUPPORTED'));
+  const attributes = extensions.length > 0 ? [sequence([oid(OID.extensionRequest), set([sequence(extensions)])])] : [];
   const info = toDer(
     sequence([
       smallInteger(0),
-      name(options.subject ?? {}),
+      name(subject),
       fromDer(spkiDer(createPublicKey(privateKey))),
       contextConstructed(0, attributes),
     ]),
@@ -77,6 +84,8 @@ export function createCsr(options: CreateCsrOptions): string {
 /** ParsedCsr is a verified certificate request: its public key, the key's kind and what it asked for. */
 export type ParsedCsr = PublicKeyInfo & {
   readonly publicKey: KeyObject;
+  /** subjectName is the DER of the requested subject Name, byte for byte (an empty SEQUENCE when none). */
+  readonly subjectName: Buffer;
   /** subjectAltNames the requester asked for. Informational only: never use them as the identity. */
   readonly subjectAltNames: SubjectAltNames;
   /** extensionsRequested lists the OIDs of every extension in the extensionRequest attribute. */
@@ -124,6 +133,7 @@ export function parseCsr(pem: string, options: ParseCsrOptions = {}): ParsedCsr 
   return {
     ...keyInfo,
     publicKey: parts.publicKey,
+    subjectName: parts.subjectName,
     subjectAltNames: requested.names,
     extensionsRequested: requested.oids,
   };
@@ -131,6 +141,7 @@ export function parseCsr(pem: string, options: ParseCsrOptions = {}): ParsedCsr 
 
 interface CsrParts {
   readonly info: Buffer;
+  readonly subjectName: Buffer;
   readonly publicKey: KeyObject;
   readonly attributes: DerElement;
   readonly algorithmOid: string;
@@ -144,11 +155,11 @@ function splitCsr(der: Buffer): CsrParts {
   const [version, subject, spki, attributes, more] = children(expect(info, Tag.SEQUENCE, 'CertificationRequestInfo'));
   if (more !== undefined) throw new DerError('unexpected fields in CertificationRequestInfo');
   if (decodeSmallInteger(expect(version, Tag.INTEGER, 'version')) !== 0) throw new DerError('version must be 0');
-  expect(subject, Tag.SEQUENCE, 'subject');
   const spkiDerBytes = raw(expect(spki, Tag.SEQUENCE, 'subjectPKInfo'));
   const [algorithmOid, algorithmParams] = children(expect(algorithm, Tag.SEQUENCE, 'signatureAlgorithm'));
   return {
     info: raw(expect(info, Tag.SEQUENCE, 'CertificationRequestInfo')),
+    subjectName: Buffer.from(raw(expect(subject, Tag.SEQUENCE, 'subject'))),
     publicKey: createPublicKey({ key: spkiDerBytes, format: 'der', type: 'spki' }),
     attributes: expect(attributes, contextTag(0, true), 'attributes'),
     algorithmOid: decodeOid(expect(algorithmOid, Tag.OID, 'algorithm')),

@@ -35,6 +35,7 @@ export type PkiReason =
   | 'PEER_MALFORMED'
   // CA material (Istio plug-in layout)
   | 'CA_FILES_MISSING'
+  | 'CA_FILES_EXIST'
   | 'CA_CERT_INVALID'
   | 'CA_NOT_A_CA'
   | 'CA_KEY_INVALID'

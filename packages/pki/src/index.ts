@@ -32,6 +32,26 @@ export {
 } from './ca.js';
 export type { CaMaterialPem } from './ca-material.js';
 export {
+  createRootCa,
+  DEFAULT_CA_ORG,
+  DEFAULT_INTERMEDIATE_TTL_MS,
+  DEFAULT_ROOT_TTL_MS,
+  type CreateRootCaOptions,
+  type RootCa,
+} from './root-ca.js';
+export {
+  createIntermediateCa,
+  createIntermediateCsr,
+  INTERMEDIATE_CA_COMMON_NAME,
+  signIntermediate,
+  type CreateIntermediateCaOptions,
+  type CreateIntermediateCsrOptions,
+  type IntermediateCsr,
+  type SignedIntermediate,
+  type SignIntermediateOptions,
+} from './intermediate-ca.js';
+export { writeCaFiles, writePluggedCa, type CaFile, type WriteCaFilesOptions } from './ca-files.js';
+export {
   spiffeCheckServerIdentity,
   verifySpiffePeer,
   type ExpectedServerIdentity,
