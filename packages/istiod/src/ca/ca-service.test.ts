@@ -9,10 +9,10 @@ import type * as grpc from '@grpc/grpc-js';
 import {
   CertificateAuthority,
   createCsr,
+  createIntermediateCsr,
   generateKeyPair,
   isPkiError,
   requestCertificate,
-  spiffeUri,
   verifySpiffePeer,
   type PkiLogger,
 } from '@fedmesh/pki';
@@ -97,9 +97,9 @@ async function refused(promise: Promise<unknown>, reason: string): Promise<void>
 }
 
 describe('IstioCertificateService/CreateCertificate over TLS', () => {
-  it('issues a certificate for exactly the token identity, ignoring the SANs the CSR asks for', async () => {
+  it('issues [leaf, intermediate, root] for the token identity, 24 h by default', async () => {
     const token = tokens.mint({ namespace: 'bookinfo', serviceAccount: 'reviews' });
-    const { key, csrPem } = await csrFor({ uris: ['spiffe://cluster.local/ns/istio-system/sa/istiod'], dns: ['evil'] });
+    const { key, csrPem } = await csrFor();
     const before = logs.length;
     const { certChainPem } = await ask({ csrPem, token });
 
@@ -116,7 +116,7 @@ describe('IstioCertificateService/CreateCertificate over TLS', () => {
     assert.equal(issuedLog?.obj['spiffeId'], 'spiffe://cluster.local/ns/bookinfo/sa/reviews');
     assert.equal(issuedLog.obj['authenticator'], 'local-token');
     const serialized = JSON.stringify(logs);
-    assert.ok(!serialized.includes(token) && !serialized.includes('CERTIFICATE'), 'no token, CSR or cert in logs');
+    assert.ok(!serialized.includes(token) && !serialized.includes('-----BEGIN'), 'no token, CSR or cert in logs');
   });
 
   it('honours validity_duration in seconds', async () => {
@@ -124,54 +124,6 @@ describe('IstioCertificateService/CreateCertificate over TLS', () => {
     const { certChainPem } = await ask({ csrPem: (await csrFor()).csrPem, token, ttlSeconds: 3600 });
     const ttl = new Date(new X509Certificate(certChainPem[0] ?? '').validTo).getTime() - Date.now();
     assert.ok(Math.abs(ttl - 3600_000) < 5_000);
-  });
-
-  it('refuses missing, garbage, expired, wrong-audience and foreign tokens with the same opaque status', async () => {
-    const { csrPem } = await csrFor();
-    await refused(ask({ csrPem }), 'NO_CREDENTIALS');
-    await refused(ask({ csrPem, token: 'garbage' }), 'NO_CREDENTIALS');
-    const good = tokens.mint({ namespace: 'default', serviceAccount: 'sleep' });
-    const [header, claims] = good.split('.');
-    await refused(ask({ csrPem, token: `${header}.${claims}.AAAA` }), 'TOKEN_BAD_SIGNATURE');
-    const wrongAudience = tokens.mint({ namespace: 'default', serviceAccount: 'sleep', audience: 'kubernetes' });
-    await refused(ask({ csrPem, token: wrongAudience }), 'TOKEN_WRONG_AUDIENCE');
-    const other = new LocalTokenAuthenticator({ trustDomain: TD });
-    await refused(
-      ask({ csrPem, token: other.mint({ namespace: 'default', serviceAccount: 'sleep' }) }),
-      'TOKEN_UNKNOWN_KEY',
-    );
-
-    const shortLived = tokens.mint({ namespace: 'default', serviceAccount: 'sleep', ttlMs: 60_000 });
-    clock = 2 * 60_000;
-    try {
-      await refused(ask({ csrPem, token: shortLived }), 'TOKEN_EXPIRED');
-    } finally {
-      clock = 0;
-    }
-  });
-
-  it('refuses a TTL over 90 days, a weak RSA-1024 CSR, a CSR with a bad signature and an oversized CSR', async () => {
-    const token = tokens.mint({ namespace: 'default', serviceAccount: 'sleep' });
-    const { csrPem } = await csrFor();
-    await refused(ask({ csrPem, token, ttlSeconds: 90 * 24 * 3600 + 1 }), 'TTL_TOO_LONG');
-
-    const weak = execFileSync(
-      'openssl',
-      ['req', '-new', '-nodes', '-newkey', 'rsa:1024', '-keyout', '/dev/null', '-subj', '/CN=weak'],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
-    );
-    await refused(ask({ csrPem: weak, token }), 'CSR_WEAK_KEY');
-
-    const lines = csrPem.trim().split('\n');
-    const body = lines.slice(1, -1).join('');
-    const der = Buffer.from(body, 'base64');
-    der[der.length - 2] = (der[der.length - 2] ?? 0) ^ 0xff;
-    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
-    await refused(ask({ csrPem: tampered, token }), 'CSR_BAD_SIGNATURE');
-
-    const dns = Array.from({ length: 800 }, (_, i) => `host-${i}.example.com`);
-    await refused(ask({ csrPem: (await csrFor({ dns })).csrPem, token }), 'CSR_TOO_LARGE');
-    await refused(ask({ csrPem: 'not a csr', token }), 'CSR_MALFORMED');
   });
 
   it('renews with the current client certificate over mTLS, keeping its identity', async () => {
@@ -193,18 +145,232 @@ describe('IstioCertificateService/CreateCertificate over TLS', () => {
     assert.ok(leaf.checkPrivateKey(next.key.privateKey));
     assert.equal(logs.slice(before).find((l) => l.msg === 'certificate issued')?.obj['authenticator'], 'certificate');
   });
+});
 
-  it('does not accept a client certificate from a foreign root as a renewal credential', async () => {
-    const foreign = await CertificateAuthority.createSelfSigned({ stateDir: join(tmp, 'foreign'), trustDomain: TD });
-    const key = await generateKeyPair('ec-p256');
-    const identity = { trustDomain: TD, namespace: 'istio-system', serviceAccount: 'istiod' };
-    const forged = await foreign.signWorkload({ publicKey: key.publicKey, identity });
-    const { csrPem } = await csrFor();
-    // The TLS layer does not verify it (client certificates are optional), so it is no credential at all.
-    await refused(
-      ask({ csrPem, clientCert: { certPem: forged.certPem, keyPem: key.privateKeyPem } }),
-      'NO_CREDENTIALS',
-    );
-    assert.ok(!logs.some((l) => l.msg === 'certificate issued' && l.obj['spiffeId'] === spiffeUri(identity)));
+/** openssl makes requests fedmesh never would: weak RSA and unsupported curves. */
+function opensslCsr(newkey: string[]): string {
+  return execFileSync('openssl', ['req', '-new', '-nodes', ...newkey, '-keyout', '/dev/null', '-subj', '/CN=corpus'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+}
+
+/** tamperSignature flips one bit in the signature at the end of a CSR's DER. */
+function tamperSignature(csrPem: string): string {
+  const body = csrPem.trim().split('\n').slice(1, -1).join('');
+  const der = Buffer.from(body, 'base64');
+  der[der.length - 2] = (der[der.length - 2] ?? 0) ^ 0x01;
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+}
+
+type AskOptions = Parameters<typeof ask>[0];
+
+/**
+ * A corpus entry: a hostile or broken request. `refused` entries must get the CA's one opaque refusal with that
+ * logged reason and no certificate; `constrained` entries may be answered, but only with an X509-SVID for the
+ * authenticated caller (`caller`), one URI SAN, cA=false and no certificate-signing key usage.
+ */
+type CorpusCase = { readonly name: string; readonly request: () => Promise<AskOptions> } & (
+  | { readonly refused: string }
+  | { readonly constrained: { readonly namespace: string; readonly serviceAccount: string } }
+);
+
+const caller = { namespace: 'bookinfo', serviceAccount: 'reviews' };
+const istiodSpiffeId = 'spiffe://cluster.local/ns/istio-system/sa/istiod';
+
+const CORPUS: readonly CorpusCase[] = [
+  // Identity: the CSR's names and requested powers are never the caller's to choose.
+  {
+    name: "a SAN other than the caller's (istiod's SPIFFE ID and a DNS name)",
+    constrained: caller,
+    request: async () => ({
+      token: tokens.mint(caller),
+      csrPem: (await csrFor({ uris: [istiodSpiffeId], dns: ['istiod.istio-system.svc'] })).csrPem,
+    }),
+  },
+  {
+    name: 'two URI SANs',
+    constrained: caller,
+    request: async () => ({
+      token: tokens.mint(caller),
+      csrPem: (await csrFor({ uris: ['spiffe://cluster.local/ns/bookinfo/sa/reviews', istiodSpiffeId] })).csrPem,
+    }),
+  },
+  {
+    name: 'a request for CA powers (basicConstraints cA=true pathLen 0, keyCertSign)',
+    constrained: caller,
+    request: async () => ({
+      token: tokens.mint(caller),
+      csrPem: (await createIntermediateCsr({ cluster: 'evil' })).csrPem,
+    }),
+  },
+  // Lifetime.
+  {
+    name: 'a TTL one second above the 90-day maximum',
+    refused: 'TTL_TOO_LONG',
+    request: async () => ({ token: tokens.mint(caller), csrPem: (await csrFor()).csrPem, ttlSeconds: 90 * 86400 + 1 }),
+  },
+  {
+    name: 'a negative TTL',
+    refused: 'TTL_INVALID',
+    request: async () => ({ token: tokens.mint(caller), csrPem: (await csrFor()).csrPem, ttlSeconds: -60 }),
+  },
+  // The CSR itself.
+  {
+    name: 'an RSA-1024 key',
+    refused: 'CSR_WEAK_KEY',
+    request: async () => ({ token: tokens.mint(caller), csrPem: opensslCsr(['-newkey', 'rsa:1024']) }),
+  },
+  {
+    name: 'an EC key on secp256k1 (not P-256/P-384)',
+    refused: 'CSR_WEAK_KEY',
+    request: async () => ({
+      token: tokens.mint(caller),
+      csrPem: opensslCsr(['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1']),
+    }),
+  },
+  {
+    name: 'a bad self-signature',
+    refused: 'CSR_BAD_SIGNATURE',
+    request: async () => ({ token: tokens.mint(caller), csrPem: tamperSignature((await csrFor()).csrPem) }),
+  },
+  {
+    name: 'an oversized CSR (800 DNS SANs, over 16 KiB)',
+    refused: 'CSR_TOO_LARGE',
+    request: async () => ({
+      token: tokens.mint(caller),
+      csrPem: (await csrFor({ dns: Array.from({ length: 800 }, (_, i) => `host-${i}.example.com`) })).csrPem,
+    }),
+  },
+  {
+    name: 'no CSR at all',
+    refused: 'CSR_MALFORMED',
+    request: async () => ({ token: tokens.mint(caller), csrPem: 'not a csr' }),
+  },
+  // Credentials.
+  { name: 'a missing token', refused: 'NO_CREDENTIALS', request: async () => ({ csrPem: (await csrFor()).csrPem }) },
+  {
+    name: 'a token that is not a JWT',
+    refused: 'NO_CREDENTIALS',
+    request: async () => ({ token: 'garbage', csrPem: (await csrFor()).csrPem }),
+  },
+  {
+    name: 'an expired token',
+    refused: 'TOKEN_EXPIRED',
+    request: async () => {
+      const token = tokens.mint({ ...caller, ttlMs: 60_000 });
+      clock = 2 * 60_000;
+      return { token, csrPem: (await csrFor()).csrPem };
+    },
+  },
+  {
+    name: 'a replayed expired token (it worked once, before it expired)',
+    refused: 'TOKEN_EXPIRED',
+    request: async () => {
+      const token = tokens.mint({ ...caller, ttlMs: 60_000 });
+      await ask({ token, csrPem: (await csrFor()).csrPem });
+      clock = 2 * 60_000;
+      return { token, csrPem: (await csrFor()).csrPem };
+    },
+  },
+  {
+    name: 'a wrong-audience token',
+    refused: 'TOKEN_WRONG_AUDIENCE',
+    request: async () => ({
+      token: tokens.mint({ ...caller, audience: 'kubernetes' }),
+      csrPem: (await csrFor()).csrPem,
+    }),
+  },
+  {
+    name: 'a token with a forged signature',
+    refused: 'TOKEN_BAD_SIGNATURE',
+    request: async () => {
+      const [header, claims] = tokens.mint(caller).split('.');
+      return { token: `${header}.${claims}.AAAA`, csrPem: (await csrFor()).csrPem };
+    },
+  },
+  {
+    name: 'a token whose subject was raised to istiod after signing',
+    refused: 'TOKEN_BAD_SIGNATURE',
+    request: async () => {
+      const [header = '', claims = '', signature = ''] = tokens.mint(caller).split('.');
+      const body = JSON.parse(Buffer.from(claims, 'base64url').toString()) as Record<string, unknown>;
+      const raised = Buffer.from(JSON.stringify({ ...body, sub: 'system:serviceaccount:istio-system:istiod' }));
+      return { token: `${header}.${raised.toString('base64url')}.${signature}`, csrPem: (await csrFor()).csrPem };
+    },
+  },
+  {
+    name: 'a token minted by another istiod',
+    refused: 'TOKEN_UNKNOWN_KEY',
+    request: async () => ({
+      token: new LocalTokenAuthenticator({ trustDomain: TD }).mint(caller),
+      csrPem: (await csrFor()).csrPem,
+    }),
+  },
+  {
+    name: 'a renewal with a client certificate from a foreign root (claims istiod)',
+    refused: 'NO_CREDENTIALS',
+    request: async () => {
+      // The TLS layer does not verify it (client certificates are optional), so it is no credential at all.
+      const foreign = await CertificateAuthority.createSelfSigned({ stateDir: join(tmp, 'foreign'), trustDomain: TD });
+      const key = await generateKeyPair('ec-p256');
+      const identity = { trustDomain: TD, namespace: 'istio-system', serviceAccount: 'istiod' };
+      const forged = await foreign.signWorkload({ publicKey: key.publicKey, identity });
+      return { csrPem: (await csrFor()).csrPem, clientCert: { certPem: forged.certPem, keyPem: key.privateKeyPem } };
+    },
+  },
+];
+
+/** assertOnlyCaller checks an answer to a hostile request: an X509-SVID for the caller, and nothing more. */
+function assertOnlyCaller(certChainPem: string[], expected: { namespace: string; serviceAccount: string }): void {
+  const leaf = new X509Certificate(certChainPem[0] ?? '');
+  assert.equal(leaf.subjectAltName, `URI:spiffe://${TD}/ns/${expected.namespace}/sa/${expected.serviceAccount}`);
+  assert.equal(leaf.ca, false);
+  assert.ok(leaf.verify(new X509Certificate(certChainPem[1] ?? '').publicKey));
+  const text = execFileSync('openssl', ['x509', '-noout', '-ext', 'basicConstraints,keyUsage'], {
+    input: certChainPem[0],
+    encoding: 'utf8',
+  });
+  assert.match(text, /CA:FALSE/);
+  assert.match(text, /Digital Signature/);
+  assert.doesNotMatch(text, /Certificate Sign|CRL Sign|pathlen/);
+}
+
+describe('a corpus of bad CSRs and tokens against CreateCertificate over TLS', () => {
+  const outcomes: { name: string; outcome: 'refused' | 'constrained' }[] = [];
+
+  for (const entry of CORPUS) {
+    it(entry.name, async () => {
+      try {
+        const options = await entry.request();
+        const before = logs.length;
+        const issuedNow = () => logs.slice(before).filter((l) => l.msg === 'certificate issued');
+        if ('refused' in entry) {
+          await refused(ask(options), entry.refused);
+          assert.equal(issuedNow().length, 0, 'no certificate issued');
+          outcomes.push({ name: entry.name, outcome: 'refused' });
+        } else {
+          const { certChainPem } = await ask(options);
+          assertOnlyCaller(certChainPem, entry.constrained);
+          assert.equal(issuedNow().length, 1);
+          assert.ok(!JSON.stringify(issuedNow()).includes(istiodSpiffeId));
+          outcomes.push({ name: entry.name, outcome: 'constrained' });
+        }
+      } finally {
+        clock = 0;
+      }
+    });
+  }
+
+  it("covers every case: 16 refused, 3 answered only with the caller's identity, none issued wrongly", () => {
+    assert.equal(outcomes.length, CORPUS.length);
+    assert.equal(outcomes.filter((o) => o.outcome === 'refused').length, 16);
+    assert.equal(outcomes.filter((o) => o.outcome === 'constrained').length, 3);
+    const issuedIds = new Set(logs.filter((l) => l.msg === 'certificate issued').map((l) => l.obj['spiffeId']));
+    assert.ok(!issuedIds.has(istiodSpiffeId), "istiod's identity was never issued");
+    const serialized = JSON.stringify(logs);
+    for (const secret of ['eyJ', '-----BEGIN', 'garbage']) {
+      assert.ok(!serialized.includes(secret), `no ${secret} in the logs: tokens, CSRs and keys are never logged`);
+    }
   });
 });
