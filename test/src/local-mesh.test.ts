@@ -149,3 +149,76 @@ test('a malformed VirtualService is refused with its field path and the previous
   assert.deepEqual(await versions(20, 'reviews:9080', { 'end-user': 'jason' }), { v2: 20 });
   assert.deepEqual(await versions(20), { v1: 20 });
 });
+
+test('proxy-status shows every proxy with each xDS type SYNCED', async () => {
+  await waitUntil(
+    async () => {
+      const r = await fedmesh(['proxy-status', '--state-dir', stateDir]);
+      return (
+        r.code === 0 &&
+        r.stdout
+          .trim()
+          .split('\n')
+          .slice(1)
+          .filter((l) => (l.match(/SYNCED/g) ?? []).length === 5).length === 7
+      );
+    },
+    15_000,
+    'all proxies SYNCED',
+  );
+  const r = await fedmesh(['proxy-status', '--state-dir', stateDir]);
+  assert.match(r.stdout, /^NAME\s+CDS\s+LDS\s+EDS\s+RDS\s+SDS\s+ISTIOD/);
+  assert.match(r.stdout, /reviews-v2-0\.default\s+SYNCED\s+SYNCED\s+SYNCED\s+SYNCED\s+SYNCED/);
+});
+
+test('proxy-config shows clusters, endpoints, listeners, routes and secrets of one proxy', async () => {
+  const clusters = await fedmesh(['proxy-config', 'cluster', 'productpage-v1-0', '--state-dir', stateDir]);
+  assert.equal(clusters.code, 0, clusters.stderr);
+  assert.match(clusters.stdout, /reviews\.default\.svc\.cluster\.local\s+9080\s+v2\s+outbound\s+EDS/);
+  const endpoints = await fedmesh(['proxy-config', 'endpoint', 'productpage-v1-0', '--state-dir', stateDir]);
+  const v3 = state.pods.find((p) => p.name === 'reviews-v3-0');
+  assert.match(
+    endpoints.stdout,
+    new RegExp(`${v3?.address.replace(/\./g, '\\.')}:9080\\s+HEALTHY\\s+outbound\\|9080\\|v3\\|reviews`),
+  );
+  const listeners = await fedmesh(['proxy-config', 'listener', 'reviews-v1-0.default', '--state-dir', stateDir]);
+  assert.match(
+    listeners.stdout,
+    /virtualInbound\s+\S+\s+15006\s+.*outbound_\.9080_\._\.reviews\.default\.svc\.cluster\.local/,
+  );
+  const secrets = await fedmesh(['proxy-config', 'secret', 'reviews-v1-0', '--state-dir', stateDir]);
+  assert.match(
+    secrets.stdout,
+    /default\s+Cert Chain\s+ACTIVE\s+spiffe:\/\/cluster\.local\/ns\/default\/sa\/bookinfo-reviews/,
+  );
+  const json = await fedmesh(['proxy-config', 'route', 'sleep-0', '-o', 'json', '--state-dir', stateDir]);
+  assert.ok(Array.isArray(JSON.parse(json.stdout)));
+});
+
+test('analyze reports Istio codes and exits non-zero on errors', async () => {
+  const bad = path.join(stateDir, 'analyze-bad.yaml');
+  fs.writeFileSync(
+    bad,
+    'apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n',
+  );
+  const r = await fedmesh([
+    'analyze',
+    '-f',
+    path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml'),
+    net('destination-rule-all.yaml'),
+    bad,
+  ]);
+  assert.equal(r.code, 79);
+  assert.match(
+    r.stdout,
+    /Error \[IST0101\] \(VirtualService default\/x analyze-bad\.yaml\) Referenced host\+subset in destinationrule not found: "reviews\+v9"/,
+  );
+  const ok = await fedmesh([
+    'analyze',
+    '-f',
+    path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml'),
+    net('destination-rule-all.yaml'),
+    net('virtual-service-all-v1.yaml'),
+  ]);
+  assert.equal(ok.code, 0, ok.stdout);
+});

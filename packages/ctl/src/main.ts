@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerCa } from './commands/ca.js';
+import { registerAnalyze } from './commands/analyze.js';
 import { registerDemo } from './commands/demo.js';
+import { registerDiagnostics } from './commands/diagnostics.js';
 import { registerEcho } from './commands/echo.js';
 import { registerIstiod } from './commands/istiod.js';
 import { registerMesh } from './commands/mesh.js';
@@ -12,6 +14,8 @@ const program = new Command('fedmesh')
   .showHelpAfterError();
 registerMesh(program);
 registerDemo(program);
+registerAnalyze(program);
+registerDiagnostics(program);
 registerIstiod(program);
 registerProxy(program);
 registerEcho(program);

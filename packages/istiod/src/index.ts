@@ -11,3 +11,4 @@ export * from './model/proxy.js';
 export * from './model/config.js';
 export * from './generators/index.js';
 export * from './ca/index.js';
+export * from './analyze/analyze.js';
