@@ -1,8 +1,10 @@
 import http from 'node:http';
 import https from 'node:https';
-import { X509Certificate } from 'node:crypto';
-import type { PeerCertificate } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { TLSSocket, type PeerCertificate } from 'node:tls';
+import { isPkiError, PkiError, spiffeUri, verifySpiffePeer } from '@fedmesh/pki';
 import { durationMs, type EnvoyCluster, type EnvoyClusterLoadAssignment } from './xds/envoy-schemas.js';
+import type { HandshakeObserver } from './listener-manager.js';
 import type { TlsMaterial } from './secrets.js';
 
 /** Endpoint is one upstream host of a cluster, from its ClusterLoadAssignment. */
@@ -35,6 +37,8 @@ export interface ClusterManagerOptions {
   mtlsPort?: number;
   /** maxSocketsPerCluster bounds the connection pool per cluster (default 256). */
   maxSocketsPerCluster?: number;
+  /** onHandshake observes each upstream mTLS handshake's outcome (direction `outbound`). */
+  onHandshake?: HandshakeObserver;
 }
 
 function parseWorkload(metadata: unknown): Endpoint['workload'] {
@@ -220,7 +224,7 @@ export class ClusterManager {
     if (!c.mtls) return new http.Agent(common);
     const tls = this.tls;
     const allowed = c.mtls.allowedSans;
-    return new https.Agent({
+    return new ObservedAgent(this.opts.onHandshake, {
       ...common,
       ...(tls ? { cert: tls.certChainPem, key: tls.keyPem, ca: tls.trustBundlePem } : {}),
       servername: c.mtls.sni,
@@ -232,29 +236,65 @@ export class ClusterManager {
 }
 
 /**
- * checkPeerSan is the `checkServerIdentity` of mTLS pools: the peer's leaf must carry exactly one URI SAN, a
- * SPIFFE ID in `allowed` (when the cluster lists any) or else in our trust domain. Returns an Error to refuse.
+ * ObservedAgent is an https.Agent that reports each new connection's handshake outcome: `ok` on secureConnect,
+ * `peer_refused` when `checkServerIdentity` refused the peer (a PkiError), `error` when TLS failed after the TCP
+ * connection was made. A TCP connect failure is not a handshake and is not reported.
+ */
+class ObservedAgent extends https.Agent {
+  constructor(
+    private readonly observe: HandshakeObserver | undefined,
+    options: https.AgentOptions,
+  ) {
+    super(options);
+  }
+
+  override createConnection(
+    options: http.ClientRequestArgs,
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const sock = super.createConnection(options, callback);
+    const observe = this.observe;
+    if (observe && sock instanceof TLSSocket) {
+      let state: 'connecting' | 'handshaking' | 'secured' = 'connecting';
+      sock.once('connect', () => (state = 'handshaking'));
+      sock.once('secureConnect', () => {
+        state = 'secured';
+        observe('outbound', 'ok');
+      });
+      sock.once('error', (err) => {
+        if (isPkiError(err)) observe('outbound', 'peer_refused');
+        else if (state === 'handshaking') observe('outbound', 'error');
+      });
+    }
+    return sock;
+  }
+}
+
+/**
+ * checkPeerSan is the `checkServerIdentity` of mTLS pools, called by Node after TLS verified the chain against the
+ * trust bundle. The peer's leaf must pass pki's `verifySpiffePeer` as a server X509-SVID (exactly one
+ * `spiffe://<td>/ns/<ns>/sa/<sa>` URI SAN, not a CA, serverAuth when an extendedKeyUsage is present, within its
+ * validity) in the trust domains of `allowed` (or `trustDomain` when the cluster lists no SANs), and its SPIFFE ID
+ * must be one of `allowed` when the cluster lists any (Envoy's `match_typed_subject_alt_names`). Returns a PkiError
+ * (`PEER_*`) to refuse, undefined to accept.
  */
 export function checkPeerSan(
   cert: PeerCertificate,
   allowed: readonly string[],
   trustDomain: string | undefined,
 ): Error | undefined {
-  let uris: string[];
+  const domains =
+    allowed.length > 0
+      ? [...new Set(allowed.map((s) => /^spiffe:\/\/([^/]+)\//.exec(s)?.[1] ?? ''))]
+      : trustDomain !== undefined
+        ? [trustDomain]
+        : [];
   try {
-    const x = new X509Certificate(cert.raw);
-    uris = (x.subjectAltName ?? '')
-      .split(', ')
-      .filter((s) => s.startsWith('URI:'))
-      .map((s) => s.slice(4));
-  } catch {
-    return new Error('peer certificate unreadable');
+    const id = spiffeUri(verifySpiffePeer(cert, { trustDomains: domains, peerRole: 'server' }));
+    if (allowed.length > 0 && !allowed.includes(id))
+      return new PkiError('PEER_UNEXPECTED_IDENTITY', `peer SPIFFE ID ${id} is not in the cluster's SANs`);
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err : new PkiError('PEER_MALFORMED', 'peer certificate refused');
   }
-  if (uris.length !== 1) return new Error(`peer certificate must carry exactly one URI SAN, has ${uris.length}`);
-  const id = uris[0] ?? '';
-  if (allowed.length > 0)
-    return allowed.includes(id) ? undefined : new Error(`peer SPIFFE ID ${id} not in the cluster's SANs`);
-  if (trustDomain && !id.startsWith(`spiffe://${trustDomain}/`))
-    return new Error(`peer SPIFFE ID ${id} outside trust domain`);
-  return undefined;
 }

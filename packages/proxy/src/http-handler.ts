@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Logger } from 'pino';
+import { isPkiError } from '@fedmesh/pki';
 import type { ClusterManager, Endpoint, UpstreamCluster } from './cluster-manager.js';
 import { blankLabels, type IstioLabels, type ProxyMetrics } from './metrics.js';
 import type { HeaderMutation, RequestView, RouteEntry, RouteTable } from './route-table.js';
@@ -397,6 +398,7 @@ export function createHttpHandler(
             err.code === 'ECONNREFUSED' ||
             err.code === 'EHOSTUNREACH' ||
             err.code === 'ETIMEDOUT' ||
+            isPkiError(err) ||
             /certificate|SAN|SPIFFE|tls|ssl/i.test(err.message);
           settle({ flag: connect ? 'UF' : 'UC', endpoint: ep });
         });

@@ -2,7 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
-import { checkPeerSan } from './cluster-manager.js';
+import { isPkiError, spiffeUri, verifySpiffePeer } from '@fedmesh/pki';
 import { createHttpHandler, type HttpHandlerContext, type PeerInfo } from './http-handler.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
@@ -57,7 +57,16 @@ export interface ListenerManagerDeps {
   handlerContext: Omit<HttpHandlerContext, 'routes' | 'direction' | 'forwardClientCert' | 'peerOf'>;
   rds: (name: string) => RouteTable | undefined;
   tls: () => TlsMaterial | undefined;
+  /** onHandshake observes each inbound mTLS handshake's outcome (for `fedmesh_tls_handshakes_total`). */
+  onHandshake?: HandshakeObserver;
 }
+
+/**
+ * HandshakeObserver receives the outcome of one mTLS handshake: `ok`; `error` (the TLS handshake failed: bad chain,
+ * expired, untrusted root, timeout, peer aborted); `peer_refused` (TLS succeeded but the peer is not an acceptable
+ * X509-SVID, checked by `verifySpiffePeer`). `inbound` is a listener accepting a peer, `outbound` a pool dialling one.
+ */
+export type HandshakeObserver = (direction: 'inbound' | 'outbound', result: 'ok' | 'error' | 'peer_refused') => void;
 
 const peers = new WeakMap<net.Socket, PeerInfo>();
 
@@ -75,8 +84,9 @@ function chainMatches(chain: EnvoyFilterChain, sni: string | undefined, transpor
 
 /**
  * ListenerManager binds one server per Listener. A listener whose filter chains carry a DownstreamTlsContext is a
- * TLS server that requires a client certificate under the trust bundle with exactly one SPIFFE URI SAN in the
- * trust domain; its filter chain is chosen by SNI (`filter_chain_match.server_names`), and a connection no chain
+ * TLS server that requires a client certificate verified by TLS against the trust bundle and accepted by pki's
+ * `verifySpiffePeer` as a client X509-SVID of the trust domain (one `spiffe://<td>/ns/<ns>/sa/<sa>` URI SAN, not a
+ * CA, clientAuth when an extendedKeyUsage is present, within its validity); its filter chain is chosen by SNI (`filter_chain_match.server_names`), and a connection no chain
  * matches is closed. Other listeners are plaintext HTTP. A changed Listener at the same address is swapped in
  * place; a removed one stops accepting and its connections close once idle.
  */
@@ -188,6 +198,7 @@ export class ListenerManager {
       server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
       server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
         this.deps.log.warn({ listener: name, remote: sock.remoteAddress, err: err.message }, 'TLS handshake refused');
+        this.deps.onHandshake?.('inbound', 'error');
         sock.destroy();
       });
       entry.server = server;
@@ -238,24 +249,23 @@ export class ListenerManager {
       );
       return void sock.destroy();
     }
-    if (!cert?.raw) return void sock.destroy();
-    const problem = checkPeerSan(cert, [], material?.trustDomain);
-    if (problem) {
-      this.deps.log.warn({ listener: entry.name, remote: sock.remoteAddress, err: problem.message }, 'peer refused');
+    if (!cert?.raw) {
+      this.deps.onHandshake?.('inbound', 'peer_refused');
       return void sock.destroy();
     }
-    if (!isLeafForClient(cert)) {
-      this.deps.log.warn(
-        { listener: entry.name, remote: sock.remoteAddress },
-        'peer certificate is not a client leaf; refused',
+    // TLS verified the chain against the trust bundle; the leaf must also be a client X509-SVID of our trust domain.
+    let uri: string;
+    try {
+      uri = spiffeUri(
+        verifySpiffePeer(cert, { trustDomains: material ? [material.trustDomain] : [], peerRole: 'client' }),
       );
+    } catch (err) {
+      const reason = isPkiError(err) ? err.reason : 'PEER_MALFORMED';
+      this.deps.log.warn({ listener: entry.name, remote: sock.remoteAddress, reason }, 'peer refused');
+      this.deps.onHandshake?.('inbound', 'peer_refused');
       return void sock.destroy();
     }
-    const uri =
-      (cert.subjectaltname ?? '')
-        .split(', ')
-        .find((s) => s.startsWith('URI:'))
-        ?.slice(4) ?? '';
+    this.deps.onHandshake?.('inbound', 'ok');
     peers.set(sock, { principal: uri, certDer: cert.raw });
     chain.http.emit('connection', sock);
   }
@@ -266,11 +276,4 @@ export class ListenerManager {
     if (destroy) for (const s of l.sockets) s.destroy();
     this.active.delete(l.name);
   }
-}
-
-function isLeafForClient(cert: tls.PeerCertificate): boolean {
-  const ext = cert as tls.PeerCertificate & { ext_key_usage?: string[]; ca?: boolean };
-  if (ext.ca === true) return false;
-  if (ext.ext_key_usage && !ext.ext_key_usage.includes('1.3.6.1.5.5.7.3.2')) return false;
-  return true;
 }

@@ -44,6 +44,13 @@ export class ProxyMetrics {
   readonly duration: Histogram<(typeof ISTIO_LABELS)[number]>;
   readonly requestBytes: Histogram<(typeof ISTIO_LABELS)[number]>;
   readonly responseBytes: Histogram<(typeof ISTIO_LABELS)[number]>;
+  /**
+   * tlsHandshakes is `fedmesh_tls_handshakes_total{direction, result}`: mTLS handshakes between proxies by direction
+   * (`inbound`: a listener accepting a peer; `outbound`: a pool dialling one) and result (`ok`, `error`: TLS failed,
+   * `peer_refused`: TLS succeeded but the peer is not an acceptable X509-SVID). Envoy counts the same events as
+   * `ssl.handshake`, `ssl.connection_error` and `ssl.fail_verify_san`.
+   */
+  readonly tlsHandshakes: Counter<'direction' | 'result'>;
 
   /** constructor registers `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes` and Node's process metrics. */
   constructor() {
@@ -76,6 +83,12 @@ export class ProxyMetrics {
       help: 'Response body size in bytes',
       labelNames,
       buckets: sizeBuckets,
+      registers: [this.registry],
+    });
+    this.tlsHandshakes = new Counter({
+      name: 'fedmesh_tls_handshakes_total',
+      help: 'mTLS handshakes between proxies by direction and result',
+      labelNames: ['direction', 'result'],
       registers: [this.registry],
     });
     collectDefaultMetrics({ register: this.registry });

@@ -5,7 +5,7 @@ import { AdsClient, type XdsNode } from '@fedmesh/xds';
 import { AdminServer } from './admin.js';
 import { CertManager, type WorkloadCertificate } from './cert-manager.js';
 import { ClusterManager } from './cluster-manager.js';
-import { ListenerManager, type AcceptedListener } from './listener-manager.js';
+import { ListenerManager, type AcceptedListener, type HandshakeObserver } from './listener-manager.js';
 import { ProxyMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
@@ -72,7 +72,8 @@ export class Sidecar {
   /** constructor wires the parts; no I/O before {@link Sidecar.start}. */
   constructor(readonly opts: SidecarOptions) {
     this.trustBundlePem = opts.rootCertPem;
-    this.clusters = new ClusterManager({ mtlsPort: opts.mtlsPort });
+    const onHandshake: HandshakeObserver = (direction, result) => this.metrics.tlsHandshakes.inc({ direction, result });
+    this.clusters = new ClusterManager({ mtlsPort: opts.mtlsPort, onHandshake });
     this.certs = new CertManager({
       caAddress: opts.discoveryAddress,
       rootCertPem: opts.rootCertPem,
@@ -85,6 +86,7 @@ export class Sidecar {
       log: opts.log.child({ scope: 'listener' }),
       rds: (name) => this.rds.get(name),
       tls: () => this.tlsMaterial(),
+      onHandshake,
       handlerContext: {
         clusters: this.clusters,
         metrics: this.metrics,
