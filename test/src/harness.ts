@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { parseResource } from '@fedmesh/api';
-import { Istiod } from '@fedmesh/istiod';
+import { Istiod, type FederationSettings } from '@fedmesh/istiod';
 import { Sidecar } from '@fedmesh/proxy';
 
 /** FIXTURES is the shared Istio sample directory beside the repository. */
@@ -85,6 +85,7 @@ export class LocalMesh {
   readonly dir: string;
   istiod!: Istiod;
   subnet = 0;
+  clusterId = 'Kubernetes';
   private nextIp = 10;
   readonly pods: TestPod[] = [];
 
@@ -94,8 +95,13 @@ export class LocalMesh {
   }
 
   /** start starts istiod on 127.0.N.1 with the given manifest files (and plug-in CA dir, if any). */
-  async start(files: string[], caDir?: string): Promise<void> {
+  async start(
+    files: string[],
+    caDir?: string,
+    extra: { federation?: FederationSettings; clusterId?: string } = {},
+  ): Promise<void> {
     this.subnet = await freeSubnet();
+    this.clusterId = extra.clusterId ?? 'Kubernetes';
     this.istiod = new Istiod({
       host: `127.0.${this.subnet}.1`,
       xdsPlainPort: 15010,
@@ -104,6 +110,8 @@ export class LocalMesh {
       stateDir: path.join(this.dir, 'istiod'),
       configFiles: files,
       ...(caDir ? { caDir } : {}),
+      ...(extra.federation ? { federation: extra.federation } : {}),
+      mesh: { clusterId: this.clusterId },
       log: testLogger(this.dir, 'istiod'),
     });
     await this.istiod.start();
@@ -149,7 +157,7 @@ export class LocalMesh {
       serviceAccount: spec.serviceAccount,
       labels: spec.labels,
       workloadName: spec.name.replace(/-\d+$/, ''),
-      clusterId: 'Kubernetes',
+      clusterId: this.clusterId,
       discoveryAddress: this.istiod.addresses.xdsTls,
       rootCertPem: this.rootCertPem(),
       token: this.istiod.tokens.mint({ namespace, serviceAccount: spec.serviceAccount }),

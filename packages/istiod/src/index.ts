@@ -12,3 +12,5 @@ export * from './model/config.js';
 export * from './generators/index.js';
 export * from './ca/index.js';
 export * from './analyze/analyze.js';
+export * from './federation.js';
+export * from './registry/federated.js';

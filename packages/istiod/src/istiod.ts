@@ -16,6 +16,7 @@ import {
 import { FileConfigSource } from './config/file-source.js';
 import { ConfigStore, type StoredObject } from './config/store.js';
 import { DiscoveryServer } from './discovery.js';
+import { FederationLink, type FederationSettings } from './federation.js';
 import { IstiodMetrics } from './metrics.js';
 import type { MeshSettings } from './push-context.js';
 import { KubeObjectsRegistry } from './registry/kube-objects.js';
@@ -37,6 +38,8 @@ export interface IstiodOptions {
   /** configFiles are manifest files to load and watch. */
   configFiles: string[];
   mesh?: Partial<MeshSettings>;
+  /** federation, when set, joins this istiod to a federated mesh through etcd and NATS. */
+  federation?: FederationSettings;
   log: Logger;
 }
 
@@ -118,11 +121,22 @@ export class Istiod {
       domainSuffix: this.mesh.domainSuffix,
     });
     const trustBundle = this.ca.rootCertsPem.join('');
+    const fed = this.opts.federation
+      ? await FederationLink.start({
+          settings: this.opts.federation,
+          store: this.store,
+          local: registry,
+          istiodAddress: `${this.opts.host}:${this.opts.xdsTlsPort}`,
+          localRoots: this.ca.rootCertsPem,
+          log: log.child({ scope: 'federation' }),
+        })
+      : undefined;
+    this.federation = fed;
     this.discovery = new DiscoveryServer({
       store: this.store,
-      registries: [registry],
+      registries: fed ? [registry, fed.registry] : [registry],
       mesh: this.mesh,
-      trustBundlePem: () => trustBundle,
+      trustBundlePem: () => (fed ? fed.trustBundlePem() : trustBundle),
       log: log.child({ scope: 'xds' }),
       metrics: this.metrics,
       // Over TLS (15012) a stream must present a workload certificate matching its Node; on the plaintext port
@@ -142,6 +156,7 @@ export class Istiod {
           );
       },
     });
+    fed?.onChange(() => this.discovery.requestPush());
     this.files = new FileConfigSource(this.store, this.opts.configFiles, log.child({ scope: 'config' }));
     this.files.start(signal);
 
@@ -204,8 +219,12 @@ export class Istiod {
     return this.addresses;
   }
 
-  /** stop closes every listener. */
+  /** federation is the link to the federated mesh, when configured. */
+  federation: FederationLink | undefined;
+
+  /** stop closes every listener (and leaves the federation, so peers withdraw this cluster at once). */
   async stop(): Promise<void> {
+    await this.federation?.close();
     this.files?.close();
     this.discovery?.close();
     this.grpcPlain.forceShutdown();

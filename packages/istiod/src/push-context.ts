@@ -38,7 +38,8 @@ export function visibleTo(exportTo: readonly string[] | undefined, ownerNs: stri
 export class PushContext {
   readonly services: readonly MeshService[];
   private readonly byHost = new Map<string, MeshService>();
-  private readonly registryOf = new Map<string, ServiceRegistry>();
+  /** registriesOf lists every registry that has a host: namespace sameness merges their instances. */
+  private readonly registriesOf = new Map<string, ServiceRegistry[]>();
   private readonly vs: VirtualServiceObject[];
   private readonly dr: DestinationRuleObject[];
   private readonly instanceCache = new Map<string, ServiceInstance[]>();
@@ -54,9 +55,9 @@ export class PushContext {
     const services: MeshService[] = [];
     for (const r of registries)
       for (const s of r.services()) {
+        this.registriesOf.set(s.hostname, [...(this.registriesOf.get(s.hostname) ?? []), r]);
         if (this.byHost.has(s.hostname)) continue;
         this.byHost.set(s.hostname, s);
-        this.registryOf.set(s.hostname, r);
         services.push(s);
       }
     this.services = services;
@@ -79,7 +80,7 @@ export class PushContext {
     const key = `${hostname}:${port}`;
     let hit = this.instanceCache.get(key);
     if (!hit) {
-      hit = this.registryOf.get(hostname)?.instances(hostname, port) ?? [];
+      hit = (this.registriesOf.get(hostname) ?? []).flatMap((r) => r.instances(hostname, port));
       this.instanceCache.set(key, hit);
     }
     return hit;

@@ -1,0 +1,4 @@
+export * from './kv.js';
+export * from './transport.js';
+export * from './model.js';
+export * from './member.js';

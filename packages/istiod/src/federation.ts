@@ -1,0 +1,139 @@
+import { EtcdKvStore, FederationMember, NatsTransport, type ClusterStatus } from '@fedmesh/federation';
+import type { Logger } from 'pino';
+import type { ConfigStore, StoredObject } from './config/store.js';
+import type { ServiceObject } from './model/config.js';
+import type { ServiceRegistry } from './model/service.js';
+import { EXPORT_ANNOTATION, FederatedRegistry, exportedServices } from './registry/federated.js';
+
+/** FederationSettings join an istiod to a federated mesh. Times in milliseconds. */
+export interface FederationSettings {
+  mesh: string;
+  /** cluster is this cluster's name (also istiod's cluster ID). */
+  cluster: string;
+  network: string;
+  /** etcd and nats are the client URLs of the mesh's shared etcd and NATS. */
+  etcd: string[];
+  nats: string[];
+  etcdAuth?: { username: string; password: string };
+  natsAuth?: { user: string; pass: string };
+  gatewayAddress?: string;
+  heartbeatIntervalMs?: number;
+  withdrawAfterMs?: number;
+  readmitAfterBeats?: number;
+}
+
+/**
+ * FederationLink connects one istiod to the federation: it exports the local registry's services (debounced 100 ms
+ * after each config change), feeds the peers' endpoints into a {@link FederatedRegistry}, and merges the mesh trust
+ * bundle with the local CA's roots.
+ */
+export class FederationLink {
+  readonly registry: FederatedRegistry;
+  private timer: NodeJS.Timeout | undefined;
+  private exporting = Promise.resolve();
+
+  private constructor(
+    readonly member: FederationMember,
+    private readonly kv: EtcdKvStore,
+    private readonly transport: NatsTransport,
+    private readonly localRoots: readonly string[],
+    network: string,
+    log: Logger,
+  ) {
+    this.registry = new FederatedRegistry(member, network, (cluster, net) =>
+      log.warn(
+        { peer: cluster, network: net },
+        'peer on another network: multi-network (east-west gateway) is not supported yet; its endpoints are not used',
+      ),
+    );
+  }
+
+  /** start connects to etcd and NATS, joins, and exports the current services. Rejects if either is unreachable. */
+  static async start(opts: {
+    settings: FederationSettings;
+    store: ConfigStore<StoredObject>;
+    local: ServiceRegistry;
+    istiodAddress: string;
+    localRoots: readonly string[];
+    log: Logger;
+  }): Promise<FederationLink> {
+    const s = opts.settings;
+    const kv = new EtcdKvStore({ endpoints: s.etcd, ...(s.etcdAuth ? { auth: s.etcdAuth } : {}) });
+    const transport = await NatsTransport.connect({
+      servers: s.nats,
+      name: `istiod-${s.cluster}`,
+      ...(s.natsAuth ? { user: s.natsAuth.user, pass: s.natsAuth.pass } : {}),
+    });
+    const member = new FederationMember({
+      mesh: s.mesh,
+      cluster: s.cluster,
+      network: s.network,
+      istiodAddress: opts.istiodAddress,
+      ...(s.gatewayAddress !== undefined ? { gatewayAddress: s.gatewayAddress } : {}),
+      ...(s.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: s.heartbeatIntervalMs } : {}),
+      ...(s.withdrawAfterMs !== undefined ? { withdrawAfterMs: s.withdrawAfterMs } : {}),
+      ...(s.readmitAfterBeats !== undefined ? { readmitAfterBeats: s.readmitAfterBeats } : {}),
+      kv,
+      transport,
+      log: opts.log,
+    });
+    const link = new FederationLink(member, kv, transport, opts.localRoots, s.network, opts.log);
+    await member.join(opts.localRoots);
+    const exportOff = (svcHost: string): boolean => {
+      const [name, ns] = svcHost.split('.');
+      const obj = opts.store.get(`Service/${ns}/${name}`) as (ServiceObject & StoredObject) | undefined;
+      return (
+        obj?.metadata.annotations?.[EXPORT_ANNOTATION] === 'false' ||
+        obj?.metadata.labels?.[EXPORT_ANNOTATION] === 'false'
+      );
+    };
+    const doExport = (): void => {
+      link.exporting = link.exporting
+        .then(() => member.export(exportedServices(opts.local, (svc) => exportOff(svc.hostname))))
+        .catch((err: unknown) =>
+          opts.log.warn({ err: (err as Error).message }, 'federation export failed; will retry on the next change'),
+        );
+    };
+    opts.store.on('change', () => {
+      if (link.timer) clearTimeout(link.timer);
+      link.timer = setTimeout(doExport, 100);
+    });
+    doExport();
+    await link.exporting;
+    return link;
+  }
+
+  /** trustBundlePem returns the local roots plus every root in the mesh trust bundle, deduplicated, as one PEM. */
+  trustBundlePem(): string {
+    const seen = new Set<string>();
+    const out: string[] = [];
+    for (const pem of [...this.localRoots, ...this.member.trustBundle()]) {
+      const k = pem.replace(/\s+/g, '');
+      if (seen.has(k)) continue;
+      seen.add(k);
+      out.push(pem.endsWith('\n') ? pem : `${pem}\n`);
+    }
+    return out.join('');
+  }
+
+  /** onChange registers a callback for remote endpoint, liveness or trust changes. */
+  onChange(cb: () => void): void {
+    this.member.on('change', cb);
+    this.member.on('trust', cb);
+  }
+
+  /** status lists this cluster and its peers. */
+  status(): ClusterStatus[] {
+    return this.member.status();
+  }
+
+  /** close stops exporting, leaves the mesh (revoking the lease: peers withdraw at once) and disconnects. */
+  async close(leave = true): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    await this.exporting;
+    if (leave) await this.member.leave();
+    else await this.member.close();
+    await this.transport.close().catch(() => undefined);
+    this.kv.close();
+  }
+}
