@@ -1,13 +1,11 @@
 import { shortTypeName, TYPE_URL_ORDER } from '@fedmesh/api/xds';
-import type * as grpc from '@grpc/grpc-js';
 import {
   SnapshotCache,
   Snapshot,
   createAdsServer,
+  type AdsCall as XdsAdsCall,
   type AdsServer,
   type StreamInfo,
-  type WireDiscoveryRequest,
-  type WireDiscoveryResponse,
   type ResourceEntry,
 } from '@fedmesh/xds';
 import { TypeUrl } from '@fedmesh/api/xds';
@@ -37,8 +35,8 @@ export interface DiscoveryOptions {
   verifyIdentity?: (call: AdsCall, proxy: ProxyModel) => void;
 }
 
-/** AdsCall is one ADS stream as grpc-js hands it to the server. */
-export type AdsCall = grpc.ServerDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>;
+/** AdsCall is one ADS stream as grpc-js hands it to the server, State of the World or Delta. */
+export type AdsCall = XdsAdsCall;
 
 /** ProxyStatus is one proxy's sync state per type, as `proxy-status` shows it. */
 export interface ProxyStatus {

@@ -36,6 +36,34 @@ export interface WireDiscoveryResponse {
   nonce: string;
 }
 
+/** WireDeltaDiscoveryRequest is `envoy.service.discovery.v3.DeltaDiscoveryRequest` as proto-loader decodes it. */
+export interface WireDeltaDiscoveryRequest {
+  node?: WireNode;
+  type_url?: string;
+  resource_names_subscribe?: string[];
+  resource_names_unsubscribe?: string[];
+  /** initial_resource_versions maps resource name → version (first request of a type on a reconnected stream). */
+  initial_resource_versions?: Record<string, string>;
+  response_nonce?: string;
+  error_detail?: WireStatus;
+}
+
+/** WireDeltaResource is `envoy.service.discovery.v3.Resource`: one named, versioned resource (no `resource`: absent). */
+export interface WireDeltaResource {
+  name: string;
+  version: string;
+  resource?: AnyMessage;
+}
+
+/** WireDeltaDiscoveryResponse is `envoy.service.discovery.v3.DeltaDiscoveryResponse` as proto-loader encodes it. */
+export interface WireDeltaDiscoveryResponse {
+  system_version_info: string;
+  resources: WireDeltaResource[];
+  type_url: string;
+  removed_resources: string[];
+  nonce: string;
+}
+
 /** WireNode is `config.core.v3.Node` on the wire: metadata is a `google.protobuf.Struct`. */
 export interface WireNode {
   id?: string;
@@ -116,12 +144,19 @@ export function nodeToWire(n: XdsNode): WireNode {
   return wire;
 }
 
-/** AdsServiceClient is the generated client constructor's instance type for `AggregatedDiscoveryService`. */
+/**
+ * AdsServiceClient is the generated client constructor's instance type for `AggregatedDiscoveryService`: the
+ * State-of-the-World and the Delta (incremental) stream.
+ */
 export interface AdsServiceClient extends grpc.Client {
   StreamAggregatedResources(
     metadata?: grpc.Metadata,
     options?: grpc.CallOptions,
   ): grpc.ClientDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>;
+  DeltaAggregatedResources(
+    metadata?: grpc.Metadata,
+    options?: grpc.CallOptions,
+  ): grpc.ClientDuplexStream<WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse>;
 }
 
 /** AdsGrpc bundles the ADS service definition (for servers) and client constructor (for clients). */

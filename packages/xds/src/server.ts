@@ -1,13 +1,25 @@
 import * as grpc from '@grpc/grpc-js';
 import { shortTypeName } from '@fedmesh/api/xds';
 import type { ConfigWatcher, WatchResponse } from './cache.js';
+import { handleDelta, type DeltaCall } from './delta-server.js';
 import {
   loadAdsGrpc,
-  nodeFromWire,
+  type WireDeltaDiscoveryRequest,
+  type WireDeltaDiscoveryResponse,
   type WireDiscoveryRequest,
   type WireDiscoveryResponse,
   type XdsNode,
 } from './grpc-service.js';
+import { StreamLifecycle, type ServerContext } from './stream-lifecycle.js';
+
+type SotwCall = grpc.ServerDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>;
+
+/**
+ * AdsCall is one ADS stream as grpc-js hands it to the server: State of the World
+ * (`StreamAggregatedResources`) or Delta (`DeltaAggregatedResources`). Both expose `getPeer()` and
+ * `getAuthContext()`, which is what authentication needs.
+ */
+export type AdsCall = SotwCall | grpc.ServerDuplexStream<WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse>;
 
 /** XdsLogger is the slice of pino's API the ADS server logs through. */
 export interface XdsLogger {
@@ -16,9 +28,13 @@ export interface XdsLogger {
   warn(obj: object, msg: string): void;
 }
 
-/** TypeStreamState is what one ADS stream has been sent and has answered for one type URL. */
+/**
+ * TypeStreamState is what one ADS stream has been sent and has answered for one type URL. On a Delta stream the
+ * versions are the `system_version_info` of the snapshot each response was diffed from, so an ACKed version
+ * means the client holds that snapshot's resources of its subscription.
+ */
 export interface TypeStreamState {
-  /** names are the subscribed resource names (empty: wildcard). */
+  /** names are the subscribed resource names (SotW: empty means wildcard; Delta: the explicit names, `*` included). */
   names: string[];
   sentVersion?: string;
   sentNonce?: string;
@@ -34,6 +50,8 @@ export interface TypeStreamState {
 /** StreamInfo describes one open ADS stream, for hooks, metrics and `proxy-status`. */
 export interface StreamInfo {
   id: number;
+  /** protocol is `sotw` for StreamAggregatedResources, `delta` for DeltaAggregatedResources. */
+  protocol: 'sotw' | 'delta';
   node: XdsNode;
   peer: string;
   connectedAt: number;
@@ -48,7 +66,7 @@ export interface AdsServerHooks {
    * authenticate checks the stream's first request. It returns an identity stored on the stream, or throws to
    * end the stream with PERMISSION_DENIED (the message is not sent to the client).
    */
-  authenticate?(call: grpc.ServerDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>, node: XdsNode): unknown;
+  authenticate?(call: AdsCall, node: XdsNode): unknown;
   /** onStreamOpen runs once the first request is authenticated, before any watch is created. */
   onStreamOpen?(stream: StreamInfo): void;
   onStreamClose?(stream: StreamInfo): void;
@@ -57,7 +75,7 @@ export interface AdsServerHooks {
   onNack?(stream: StreamInfo, typeUrl: string, version: string, message: string): void;
 }
 
-/** AdsServer is the ADS (SotW) service: a grpc-js service definition, its handlers and the open streams. */
+/** AdsServer is the ADS service (SotW and Delta): a grpc-js service definition, its handlers and the open streams. */
 export interface AdsServer {
   service: grpc.ServiceDefinition;
   implementation: grpc.UntypedServiceImplementation;
@@ -65,8 +83,10 @@ export interface AdsServer {
 }
 
 /**
- * createAdsServer builds the State-of-the-World `AggregatedDiscoveryService` over a {@link ConfigWatcher},
- * following Envoy's xDS protocol (https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol):
+ * createAdsServer builds `AggregatedDiscoveryService` over a {@link ConfigWatcher}: `StreamAggregatedResources`
+ * (State of the World) and `DeltaAggregatedResources` (incremental, see {@link handleDelta}) answered from the
+ * same watcher, following Envoy's xDS protocol (https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol).
+ * State of the World:
  * - a request whose `response_nonce` is not the latest nonce sent for its type is stale and ignored;
  * - a request with `error_detail` is a NACK: the refused version is recorded and not re-sent, and the next
  *   push waits for a newer version (the client keeps its last good config);
@@ -76,127 +96,95 @@ export interface AdsServer {
  * A request without `type_url`, or a first request without `node.id`, ends the stream with INVALID_ARGUMENT.
  */
 export function createAdsServer(watcher: ConfigWatcher, hooks: AdsServerHooks = {}, log?: XdsLogger): AdsServer {
-  const open = new Set<StreamInfo>();
   let nextStreamId = 1;
   let nextNonce = 1;
-
-  const handler = (call: grpc.ServerDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse>): void => {
-    let stream: StreamInfo | undefined;
-    let closed = false;
-
-    const close = (): void => {
-      if (closed) return;
-      closed = true;
-      if (!stream) return;
-      for (const st of stream.types.values()) st.cancel?.();
-      open.delete(stream);
-      hooks.onStreamClose?.(stream);
-    };
-
-    const fail = (code: grpc.status, details: string): void => {
-      log?.warn({ peer: call.getPeer(), code, details }, 'ads stream refused');
-      call.emit('error', { code, details });
-      close();
-    };
-
-    const send = (s: StreamInfo, st: TypeStreamState, resp: WatchResponse): void => {
-      if (closed) return;
-      st.cancel = undefined;
-      st.sentVersion = resp.version;
-      st.sentNonce = String(nextNonce++);
-      st.sentAt = Date.now();
-      call.write({
-        version_info: resp.version,
-        resources: resp.resources,
-        type_url: resp.typeUrl,
-        nonce: st.sentNonce,
-      });
-      hooks.onPush?.(s, resp.typeUrl, resp.version, resp.resources.length);
-      log?.debug(
-        { nodeId: s.node.id, type: shortTypeName(resp.typeUrl), version: resp.version, nonce: st.sentNonce },
-        'pushed',
-      );
-    };
-
-    const onRequest = (req: WireDiscoveryRequest): void => {
-      if (closed) return;
-      const typeUrl = req.type_url ?? '';
-      if (!stream) {
-        if (!req.node?.id) return fail(grpc.status.INVALID_ARGUMENT, 'first DiscoveryRequest must carry node.id');
-        const node = nodeFromWire(req.node);
-        let identity: unknown;
-        try {
-          identity = hooks.authenticate?.(call, node);
-        } catch (err) {
-          log?.warn({ nodeId: node.id, err }, 'ads stream not authenticated');
-          return fail(grpc.status.PERMISSION_DENIED, 'permission denied');
-        }
-        stream = { id: nextStreamId++, node, peer: call.getPeer(), connectedAt: Date.now(), types: new Map() };
-        if (identity !== undefined) stream.identity = identity;
-        open.add(stream);
-        hooks.onStreamOpen?.(stream);
-      }
-      if (!typeUrl) return fail(grpc.status.INVALID_ARGUMENT, 'DiscoveryRequest without type_url');
-      const s = stream;
-      let st = s.types.get(typeUrl);
-      if (!st) {
-        st = { names: [] };
-        s.types.set(typeUrl, st);
-      }
-      const nonce = req.response_nonce ?? '';
-      if (nonce !== '' && nonce !== st.sentNonce) {
-        log?.debug({ nodeId: s.node.id, type: shortTypeName(typeUrl), nonce }, 'stale nonce ignored');
-        return;
-      }
-      const names = [...(req.resource_names ?? [])].sort();
-      let known: string;
-      if (nonce !== '' && st.sentVersion !== undefined) {
-        known = st.sentVersion;
-        if (req.error_detail) {
-          const message = req.error_detail.message ?? '';
-          st.nack = { version: st.sentVersion, message, at: Date.now() };
-          hooks.onNack?.(s, typeUrl, st.sentVersion, message);
-          log?.warn({ nodeId: s.node.id, type: shortTypeName(typeUrl), version: st.sentVersion, message }, 'NACK');
-        } else {
-          st.ackedVersion = req.version_info ?? '';
-          st.ackedAt = Date.now();
-          hooks.onAck?.(s, typeUrl, st.ackedVersion);
-        }
-      } else {
-        known = req.version_info ?? '';
-      }
-      const namesChanged = names.length !== st.names.length || names.some((n, i) => n !== st.names[i]);
-      if (namesChanged && st.sentVersion !== undefined) known = '';
-      st.names = names;
-      if (st.cancel && !namesChanged && nonce === '') return; // duplicate subscription: keep the open watch
-      st.cancel?.();
-      const cur = st;
-      st.cancel = watcher.createWatch(
-        { nodeId: s.node.id, typeUrl, resourceNames: names, knownVersion: known },
-        (resp) => send(s, cur, resp),
-      );
-    };
-
-    call.on('data', (req: WireDiscoveryRequest) => {
-      try {
-        onRequest(req);
-      } catch (err) {
-        log?.warn({ err }, 'ads request failed');
-        fail(grpc.status.INTERNAL, 'internal error');
-      }
-    });
-    call.on('end', () => {
-      close();
-      call.end();
-    });
-    call.on('error', () => close());
-    call.on('cancelled', () => close());
-    call.on('close', () => close());
+  const ctx: ServerContext = {
+    watcher,
+    hooks,
+    log,
+    open: new Set<StreamInfo>(),
+    nextStreamId: () => nextStreamId++,
+    nextNonce: () => String(nextNonce++),
   };
-
   return {
     service: loadAdsGrpc().service,
-    implementation: { StreamAggregatedResources: handler as grpc.handleBidiStreamingCall<unknown, unknown> },
-    streams: () => [...open],
+    implementation: {
+      StreamAggregatedResources: ((call: SotwCall) => handleSotw(ctx, call)) as grpc.handleBidiStreamingCall<
+        unknown,
+        unknown
+      >,
+      DeltaAggregatedResources: ((call: DeltaCall) => handleDelta(ctx, call)) as grpc.handleBidiStreamingCall<
+        unknown,
+        unknown
+      >,
+    },
+    streams: () => [...ctx.open],
   };
+}
+
+function handleSotw(ctx: ServerContext, call: SotwCall): void {
+  const { watcher, hooks, log } = ctx;
+  const life = new StreamLifecycle(ctx, call, 'sotw', () => undefined);
+
+  const send = (s: StreamInfo, st: TypeStreamState, resp: WatchResponse): void => {
+    if (life.closed) return;
+    st.cancel = undefined;
+    st.sentVersion = resp.version;
+    st.sentNonce = ctx.nextNonce();
+    st.sentAt = Date.now();
+    call.write({
+      version_info: resp.version,
+      resources: resp.resources,
+      type_url: resp.typeUrl,
+      nonce: st.sentNonce,
+    });
+    hooks.onPush?.(s, resp.typeUrl, resp.version, resp.resources.length);
+    log?.debug(
+      { nodeId: s.node.id, type: shortTypeName(resp.typeUrl), version: resp.version, nonce: st.sentNonce },
+      'pushed',
+    );
+  };
+
+  life.run((req: WireDiscoveryRequest): void => {
+    const s = life.open(req.node);
+    if (!s) return;
+    const typeUrl = req.type_url ?? '';
+    if (!typeUrl) return life.fail(grpc.status.INVALID_ARGUMENT, 'DiscoveryRequest without type_url');
+    let st = s.types.get(typeUrl);
+    if (!st) {
+      st = { names: [] };
+      s.types.set(typeUrl, st);
+    }
+    const nonce = req.response_nonce ?? '';
+    if (nonce !== '' && nonce !== st.sentNonce) {
+      log?.debug({ nodeId: s.node.id, type: shortTypeName(typeUrl), nonce }, 'stale nonce ignored');
+      return;
+    }
+    const names = [...(req.resource_names ?? [])].sort();
+    let known: string;
+    if (nonce !== '' && st.sentVersion !== undefined) {
+      known = st.sentVersion;
+      if (req.error_detail) {
+        const message = req.error_detail.message ?? '';
+        st.nack = { version: st.sentVersion, message, at: Date.now() };
+        hooks.onNack?.(s, typeUrl, st.sentVersion, message);
+        log?.warn({ nodeId: s.node.id, type: shortTypeName(typeUrl), version: st.sentVersion, message }, 'NACK');
+      } else {
+        st.ackedVersion = req.version_info ?? '';
+        st.ackedAt = Date.now();
+        hooks.onAck?.(s, typeUrl, st.ackedVersion);
+      }
+    } else {
+      known = req.version_info ?? '';
+    }
+    const namesChanged = names.length !== st.names.length || names.some((n, i) => n !== st.names[i]);
+    if (namesChanged && st.sentVersion !== undefined) known = '';
+    st.names = names;
+    if (st.cancel && !namesChanged && nonce === '') return; // duplicate subscription: keep the open watch
+    st.cancel?.();
+    const cur = st;
+    st.cancel = watcher.createWatch({ nodeId: s.node.id, typeUrl, resourceNames: names, knownVersion: known }, (resp) =>
+      send(s, cur, resp),
+    );
+  });
 }

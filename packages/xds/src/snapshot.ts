@@ -1,15 +1,20 @@
 import { createHash } from 'node:crypto';
 import { TypeUrl, type AnyMessage } from '@fedmesh/api/xds';
 
-/** ResourceEntry is one named xDS resource in a {@link Snapshot}, already serialized as `Any`. */
+/**
+ * ResourceEntry is one named xDS resource in a {@link Snapshot}, already serialized as `Any`. `version`, when
+ * given, must be a content hash of `resource` (equal bytes, equal version); generators that reuse one encoded
+ * resource across proxies pass it so the bytes are hashed once. When absent, the snapshot hashes the bytes.
+ */
 export interface ResourceEntry {
   name: string;
   resource: AnyMessage;
+  version?: string | undefined;
 }
 
 /** ResourceSet is every resource of one type URL in a {@link Snapshot}, with its content-derived version. */
 export interface ResourceSet {
-  /** version is a hash of the names and bytes, so an unchanged set keeps its version and is not re-pushed. */
+  /** version is a hash of the names and contents, so an unchanged set keeps its version and is not re-pushed. */
   readonly version: string;
   readonly items: ReadonlyMap<string, AnyMessage>;
 }
@@ -18,11 +23,26 @@ export interface ResourceSet {
 export type SnapshotReferences = Partial<Record<string, readonly string[]>>;
 
 /**
+ * resourceVersion returns the per-resource version fedmesh uses in Delta xDS: the first 16 hex digits of the
+ * SHA-256 of the `Any`'s type URL and bytes. Equal bytes give equal versions on every istiod, so a reconnecting
+ * Delta client's `initial_resource_versions` stay valid across restarts.
+ */
+export function resourceVersion(resource: AnyMessage): string {
+  return createHash('sha256').update(resource.type_url).update('\0').update(resource.value).digest('hex').slice(0, 16);
+}
+
+interface TypeSet extends ResourceSet {
+  /** given holds versions supplied with the entries; computed ones are added lazily by resourceVersion(). */
+  readonly versions: Map<string, string>;
+}
+
+/**
  * Snapshot is an immutable, versioned set of xDS resources for one node, one {@link ResourceSet} per type URL,
- * as go-control-plane's `cache.Snapshot`. Types not given are present and empty.
+ * as go-control-plane's `cache.Snapshot`. Types not given are present and empty. Per-resource versions (for
+ * Delta xDS) are content hashes, computed on first use unless the entries carry them.
  */
 export class Snapshot {
-  private readonly sets: ReadonlyMap<string, ResourceSet>;
+  private readonly sets: ReadonlyMap<string, TypeSet>;
 
   /**
    * Snapshot builds a snapshot from resources grouped by type URL. `references` names what LDS/CDS point at
@@ -33,17 +53,24 @@ export class Snapshot {
     resources: Partial<Record<string, readonly ResourceEntry[]>>,
     readonly references: SnapshotReferences = {},
   ) {
-    const sets = new Map<string, ResourceSet>();
+    const sets = new Map<string, TypeSet>();
     for (const typeUrl of new Set([...Object.values(TypeUrl), ...Object.keys(resources)])) {
       const entries = [...(resources[typeUrl] ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       const items = new Map<string, AnyMessage>();
+      const versions = new Map<string, string>();
       const hash = createHash('sha256');
       for (const e of entries) {
         if (items.has(e.name)) throw new Error(`snapshot: duplicate ${typeUrl} resource ${e.name}`);
         items.set(e.name, e.resource);
-        hash.update(e.name).update('\0').update(e.resource.type_url).update('\0').update(e.resource.value).update('\0');
+        hash.update(e.name).update('\0');
+        // A supplied version stands for the bytes (it is their hash), so hashing it instead keeps the set version
+        // a function of the content while hashing far less.
+        if (e.version !== undefined) {
+          versions.set(e.name, e.version);
+          hash.update('v\0').update(e.version).update('\0');
+        } else hash.update('b\0').update(e.resource.type_url).update('\0').update(e.resource.value).update('\0');
       }
-      sets.set(typeUrl, { version: hash.digest('hex').slice(0, 16), items });
+      sets.set(typeUrl, { version: hash.digest('hex').slice(0, 16), items, versions });
     }
     this.sets = sets;
   }
@@ -56,6 +83,22 @@ export class Snapshot {
   /** resources returns one type URL's resources by name (empty for an unknown type). */
   resources(typeUrl: string): ReadonlyMap<string, AnyMessage> {
     return this.sets.get(typeUrl)?.items ?? new Map();
+  }
+
+  /**
+   * resourceVersion returns the version of one resource (see the module function {@link resourceVersion}), or
+   * undefined when the snapshot does not hold it. Memoized: the bytes are hashed at most once per snapshot.
+   */
+  resourceVersion(typeUrl: string, name: string): string | undefined {
+    const set = this.sets.get(typeUrl);
+    if (!set) return undefined;
+    let v = set.versions.get(name);
+    if (v !== undefined) return v;
+    const r = set.items.get(name);
+    if (!r) return undefined;
+    v = resourceVersion(r);
+    set.versions.set(name, v);
+    return v;
   }
 
   /**

@@ -1,0 +1,276 @@
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { shortTypeName } from '@fedmesh/api/xds';
+import { isWildcardType } from './cache.js';
+import type { AdsClientOptions, TypeState, UpdateHandler } from './client.js';
+import {
+  loadAdsGrpc,
+  nodeToWire,
+  type AdsServiceClient,
+  type WireDeltaDiscoveryRequest,
+  type WireDeltaDiscoveryResponse,
+} from './grpc-service.js';
+import type { XdsResourceType } from './resource-type.js';
+
+interface DeltaSub {
+  type: XdsResourceType<unknown>;
+  /** names are the explicit names; empty for LDS/CDS means wildcard. */
+  names: string[];
+  handler: UpdateHandler<unknown>;
+  resources: Map<string, unknown>;
+  /** versions are the per-resource versions of the accepted resources (sent as initial_resource_versions). */
+  versions: Map<string, string>;
+  /** version is the system_version_info of the last accepted response. */
+  version: string;
+  /** sent is true once this stream has carried the type's first request. */
+  sent: boolean;
+  lastError?: string;
+  acceptedAt?: number;
+}
+
+function wildcard(sub: DeltaSub): boolean {
+  return sub.names.length === 0 && isWildcardType(sub.type.typeUrl);
+}
+
+/**
+ * DeltaAdsClient is an incremental (Delta) ADS client over one `DeltaAggregatedResources` stream, with the same
+ * surface as {@link AdsClient}: each subscribed type has an {@link XdsResourceType} decoder and an update handler
+ * that receives every resource the client holds of the type. A response changes that set by its `resources`
+ * (added or updated) and `removed_resources`; if any resource fails to decode, or the handler throws, the whole
+ * response is NACKed with the errors in `error_detail` and nothing of it is kept; otherwise it is applied and
+ * ACKed with its nonce. Empty names for LDS/CDS subscribe by wildcard (`*`). Subscription changes go out as
+ * `resource_names_subscribe`/`_unsubscribe`; on reconnect the first request of each type carries every name and
+ * `initial_resource_versions`, so the server re-sends only what changed. Events as {@link AdsClient}:
+ * `'connected'`, `'disconnected'`, `'ack'` (typeUrl, version), `'nack'` (typeUrl, version, message).
+ */
+export class DeltaAdsClient extends EventEmitter {
+  private readonly opts: AdsClientOptions;
+  private readonly subs = new Map<string, DeltaSub>();
+  private client: AdsServiceClient | undefined;
+  private call: grpc.ClientDuplexStream<WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse> | undefined;
+  private sentNode = false;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = true;
+
+  /** constructor only stores options; no I/O happens before {@link DeltaAdsClient.start}. */
+  constructor(opts: AdsClientOptions) {
+    super();
+    this.opts = opts;
+  }
+
+  /**
+   * subscribe sets (or replaces) the subscription of a type: `names` empty means wildcard for LDS/CDS. Names
+   * added or dropped while connected are sent at once; dropped resources are forgotten (the handler is not
+   * called for them).
+   */
+  subscribe<T>(type: XdsResourceType<T>, names: readonly string[], handler: UpdateHandler<T>): void {
+    const sorted = [...new Set(names)].sort();
+    const prev = this.subs.get(type.typeUrl);
+    if (!prev) {
+      const sub: DeltaSub = {
+        type,
+        names: sorted,
+        handler: handler as UpdateHandler<unknown>,
+        resources: new Map(),
+        versions: new Map(),
+        version: '',
+        sent: false,
+      };
+      this.subs.set(type.typeUrl, sub);
+      this.sendInitial(sub);
+      return;
+    }
+    prev.handler = handler as UpdateHandler<unknown>;
+    const wasWildcard = wildcard(prev);
+    const before = new Set(prev.names);
+    prev.names = sorted;
+    const isWildcard = wildcard(prev);
+    const add = sorted.filter((n) => !before.has(n));
+    const drop = [...before].filter((n) => !sorted.includes(n));
+    if (isWildcard && !wasWildcard) add.push('*');
+    if (wasWildcard && !isWildcard) drop.push('*');
+    if (add.length === 0 && drop.length === 0) return;
+    if (!isWildcard)
+      for (const n of [...prev.resources.keys()])
+        if (!sorted.includes(n)) {
+          prev.resources.delete(n);
+          prev.versions.delete(n);
+        }
+    if (!prev.sent) return; // the first request will carry the whole subscription
+    this.write({ type_url: type.typeUrl, resource_names_subscribe: add, resource_names_unsubscribe: drop });
+  }
+
+  /** state returns what the client holds per type URL (`version` is the last accepted `system_version_info`). */
+  state(): TypeState[] {
+    return [...this.subs.values()].map((s) => {
+      const t: TypeState = {
+        typeUrl: s.type.typeUrl,
+        names: s.names,
+        version: s.version,
+        resourceNames: [...s.resources.keys()],
+      };
+      if (s.lastError !== undefined) t.lastError = s.lastError;
+      if (s.acceptedAt !== undefined) t.acceptedAt = s.acceptedAt;
+      return t;
+    });
+  }
+
+  /** resources returns the accepted resources of a type (empty map when none). */
+  resources<T>(typeUrl: string): ReadonlyMap<string, T> {
+    return (this.subs.get(typeUrl)?.resources ?? new Map()) as ReadonlyMap<string, T>;
+  }
+
+  /** resourceVersions returns the per-resource versions the client holds of a type. */
+  resourceVersions(typeUrl: string): ReadonlyMap<string, string> {
+    return this.subs.get(typeUrl)?.versions ?? new Map();
+  }
+
+  /** start opens the stream; the client reconnects until `signal` aborts or {@link DeltaAdsClient.close} is called. */
+  start(signal?: AbortSignal): void {
+    this.stopped = false;
+    signal?.addEventListener('abort', () => this.close(), { once: true });
+    const { Client } = loadAdsGrpc();
+    this.client = new Client(this.opts.address, this.opts.credentials, {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      ...this.opts.channelOptions,
+    });
+    this.connect();
+  }
+
+  /** close ends the stream and stops reconnecting. */
+  close(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  private connect(): void {
+    if (this.stopped || !this.client) return;
+    const call = this.client.DeltaAggregatedResources();
+    this.call = call;
+    this.sentNode = false;
+    let ended = false;
+    const onEnd = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.call = undefined;
+      this.emit('disconnected', why);
+      if (this.stopped) return;
+      const base = this.opts.backoffBaseMs ?? 250;
+      const max = this.opts.backoffMaxMs ?? 15_000;
+      const delay = Math.random() * Math.min(max, base * 2 ** this.attempt);
+      this.attempt = Math.min(this.attempt + 1, 16);
+      this.opts.log?.warn({ why, delayMs: Math.round(delay) }, 'delta ads stream lost; reconnecting');
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+    call.on('data', (resp: WireDeltaDiscoveryResponse) => {
+      this.attempt = 0;
+      this.onResponse(resp);
+    });
+    call.on('error', (err: Error) => onEnd(err.message));
+    call.on('end', () => onEnd('stream ended by server'));
+    call.on('status', (s: grpc.StatusObject) => {
+      if (s.code !== grpc.status.OK) onEnd(s.details);
+    });
+    this.emit('connected');
+    for (const sub of this.subs.values()) {
+      sub.sent = false;
+      this.sendInitial(sub);
+    }
+  }
+
+  private sendInitial(sub: DeltaSub): void {
+    if (!this.call) return;
+    const req: WireDeltaDiscoveryRequest = {
+      type_url: sub.type.typeUrl,
+      resource_names_subscribe: wildcard(sub) ? ['*'] : sub.names,
+    };
+    if (sub.versions.size > 0) req.initial_resource_versions = Object.fromEntries(sub.versions);
+    sub.sent = true;
+    this.write(req);
+  }
+
+  private write(req: WireDeltaDiscoveryRequest): void {
+    const call = this.call;
+    if (!call) return;
+    if (!this.sentNode) {
+      req.node = nodeToWire(this.opts.node);
+      this.sentNode = true;
+    }
+    call.write(req);
+  }
+
+  private onResponse(resp: WireDeltaDiscoveryResponse): void {
+    const sub = this.subs.get(resp.type_url);
+    if (!sub) {
+      this.opts.log?.warn({ typeUrl: resp.type_url }, 'delta response for a type not subscribed; ignored');
+      return;
+    }
+    const errors: string[] = [];
+    const next = new Map(sub.resources);
+    const versions = new Map(sub.versions);
+    const seen = new Set<string>();
+    for (const r of resp.resources ?? []) {
+      if (!r.resource) {
+        // A Resource without a body says the name does not exist (Envoy's "resource does not exist").
+        next.delete(r.name);
+        versions.delete(r.name);
+        continue;
+      }
+      if (r.resource.type_url !== sub.type.typeUrl) {
+        errors.push(`${r.name}: resource of type ${r.resource.type_url} in a ${sub.type.typeUrl} response`);
+        continue;
+      }
+      let result;
+      try {
+        result = sub.type.decode(r.resource);
+      } catch (err) {
+        result = { name: r.name, error: `decoder failed: ${(err as Error).message}` };
+      }
+      if ('error' in result) errors.push(`${result.name}: ${result.error}`);
+      else if (result.name !== r.name) errors.push(`${r.name}: resource is named ${result.name}`);
+      else if (seen.has(result.name)) errors.push(`${result.name}: duplicate resource name`);
+      else {
+        seen.add(result.name);
+        next.set(result.name, result.value);
+        versions.set(result.name, r.version);
+      }
+    }
+    for (const n of resp.removed_resources ?? []) {
+      next.delete(n);
+      versions.delete(n);
+    }
+    if (errors.length === 0) {
+      try {
+        sub.handler(next, resp.system_version_info);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    const type = shortTypeName(sub.type.typeUrl);
+    if (errors.length > 0) {
+      const message = errors.join('; ');
+      sub.lastError = message;
+      this.opts.log?.warn({ type, version: resp.system_version_info, message }, 'NACK: keeping last good config');
+      this.write({
+        type_url: sub.type.typeUrl,
+        response_nonce: resp.nonce,
+        error_detail: { code: grpc.status.INVALID_ARGUMENT, message },
+      });
+      this.emit('nack', sub.type.typeUrl, resp.system_version_info, message);
+      return;
+    }
+    sub.resources = next;
+    sub.versions = versions;
+    sub.version = resp.system_version_info;
+    sub.acceptedAt = Date.now();
+    delete sub.lastError;
+    this.write({ type_url: sub.type.typeUrl, response_nonce: resp.nonce });
+    this.emit('ack', sub.type.typeUrl, resp.system_version_info);
+  }
+}
