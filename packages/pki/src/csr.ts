@@ -32,6 +32,7 @@ import { PkiError } from './errors.js';
 import { decodeGeneralNames, OID, subjectAltName, type SubjectAltNames } from './extensions.js';
 import {
   describePublicKey,
+  publicKeyFromSpki,
   SIGNATURE_ALGORITHMS,
   signatureAlgorithmFor,
   spkiDer,
@@ -160,7 +161,7 @@ function splitCsr(der: Buffer): CsrParts {
   return {
     info: raw(expect(info, Tag.SEQUENCE, 'CertificationRequestInfo')),
     subjectName: Buffer.from(raw(expect(subject, Tag.SEQUENCE, 'subject'))),
-    publicKey: createPublicKey({ key: spkiDerBytes, format: 'der', type: 'spki' }),
+    publicKey: publicKeyFromSpki(spkiDerBytes),
     attributes: expect(attributes, contextTag(0, true), 'attributes'),
     algorithmOid: decodeOid(expect(algorithmOid, Tag.OID, 'algorithm')),
     algorithmParams,

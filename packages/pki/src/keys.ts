@@ -83,10 +83,7 @@ export function signatureAlgorithmFor(info: PublicKeyInfo): SignatureAlgorithm {
     : SIGNATURE_ALGORITHMS['1.2.840.10045.4.3.2'];
 }
 
-/** spkiDer returns the DER SubjectPublicKeyInfo of a key (public, or the public half of a private key). */
-export function spkiDer(key: KeyObject): Buffer {
-  return key.export({ type: 'spki', format: 'der' });
-}
+export { publicKeyFromSpki, spkiDer } from './spki.js';
 
 /**
  * keyIdentifier computes a key identifier per RFC 5280 §4.2.1.2 method (1): the SHA-1 of the subjectPublicKey BIT
