@@ -30,6 +30,7 @@ function federation(cluster: string): { federation: FederationSettings; clusterI
       heartbeatIntervalMs: 250,
       withdrawAfterMs: 2_000,
       readmitAfterBeats: 3,
+      publishTrust: true,
     },
   };
 }

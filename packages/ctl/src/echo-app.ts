@@ -7,6 +7,8 @@ export interface EchoIdentity {
   pod: string;
   namespace: string;
   serviceAccount: string;
+  /** cluster is the cluster the pod runs in (fedmesh's `topology.istio.io/cluster`). */
+  cluster: string;
 }
 
 /** EchoResponse is the JSON body the echo app answers every request with. */

@@ -27,10 +27,22 @@ export interface MeshState {
   version: 1;
   stateDir: string;
   subnet: string;
+  /** cluster is the cluster name (istiod's cluster ID); federation is set when the mesh joined one. */
+  cluster: string;
+  federation?: UpFederation;
   istiod: { pid: number; host: string; xdsPlain: string; xdsTls: string; monitoring: string };
   pods: PodState[];
   sleep: { outbound: string; pod: string };
   startedAt: string;
+}
+
+/** UpFederation joins a local mesh's istiod to a federated mesh at start. */
+export interface UpFederation {
+  mesh: string;
+  cluster: string;
+  network: string;
+  etcd: string[];
+  nats: string[];
 }
 
 /** UpOptions configure {@link meshUp}. */
@@ -40,6 +52,8 @@ export interface UpOptions {
   /** subnet is the third octet N of the mesh's loopback block 127.0.N.0/24; default: a free one in 10..250. */
   subnet?: number;
   caDir?: string;
+  /** federation, when set, starts istiod joined to a federated mesh (cluster name, network, etcd and NATS URLs). */
+  federation?: UpFederation;
   /** log receives progress lines for people. */
   log?: (line: string) => void;
   /** timeoutMs bounds the whole start (default 60,000 ms). */
@@ -215,6 +229,7 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   const pids: number[] = [];
   try {
+    const cluster = opts.federation?.cluster ?? 'Kubernetes';
     log(`starting istiod on ${host}`);
     const istiodDir = path.join(stateDir, 'istiod');
     const istiodPid = spawnChild(stateDir, 'istiod', [
@@ -224,6 +239,20 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
       '--state-dir',
       istiodDir,
       ...(opts.caDir ? ['--ca-dir', path.resolve(opts.caDir)] : []),
+      ...(opts.federation
+        ? [
+            '--cluster-id',
+            opts.federation.cluster,
+            '--network',
+            opts.federation.network,
+            '--federation-mesh',
+            opts.federation.mesh,
+            '--etcd',
+            ...opts.federation.etcd,
+            '--nats',
+            ...opts.federation.nats,
+          ]
+        : []),
       '--file',
       ...opts.files.map((f) => path.resolve(f)),
     ]);
@@ -283,7 +312,7 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
     });
 
     const registered = await applyText(
-      { ...partial, subnet: '', pods: [], sleep: { outbound: '', pod: '' }, version: 1, startedAt: '' },
+      { ...partial, subnet: '', cluster, pods: [], sleep: { outbound: '', pod: '' }, version: 1, startedAt: '' },
       plan.map((p) => JSON.stringify(podManifest(p))).join('\n---\n'),
       'fedmesh-up',
     );
@@ -315,6 +344,8 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
             p.namespace,
             '--service-account',
             p.sa,
+            '--cluster',
+            cluster,
           ]);
           pids.push(appPid);
         }
@@ -332,6 +363,8 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
           p.deployment,
           '--labels',
           JSON.stringify(p.labels),
+          '--cluster-id',
+          cluster,
           '--discovery',
           istiod.xdsTls,
           '--root-cert',
@@ -360,6 +393,8 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
       version: 1,
       stateDir,
       subnet: `127.0.${subnet}.0/24`,
+      cluster,
+      ...(opts.federation ? { federation: opts.federation } : {}),
       istiod,
       pods,
       sleep: { outbound: `127.0.${subnet}.2:15001`, pod: 'sleep-0' },

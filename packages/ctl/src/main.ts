@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerCa } from './commands/ca.js';
+import { registerCluster } from './commands/cluster.js';
 import { registerAnalyze } from './commands/analyze.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDiagnostics } from './commands/diagnostics.js';
@@ -20,6 +21,7 @@ registerIstiod(program);
 registerProxy(program);
 registerEcho(program);
 registerCa(program);
+registerCluster(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`fedmesh: ${(err as Error).message}`);

@@ -51,6 +51,8 @@ export interface PeerState {
   services: Map<string, ExportedService>;
   withdrawnAt?: number;
   admittedAt?: number;
+  /** ackedOurSeq is the highest of our sequence numbers this peer reports having applied. */
+  ackedOurSeq?: number;
 }
 
 /** ClusterStatus is one cluster's line in `fedmesh cluster status`. */
@@ -63,6 +65,23 @@ export interface ClusterStatus {
   endpoints: number;
   seq: number;
   lastBeatAgoMs: number | null;
+  /** ackedSeq is, for a peer, the highest of our sequence numbers it has acknowledged (null for ourselves). */
+  ackedSeq: number | null;
+}
+
+/** rootFingerprint identifies a root in the trust bundle: the SHA-256 of its PEM without white space (32 hex digits). */
+export function rootFingerprint(pem: string): string {
+  return fingerprint(pem);
+}
+
+/**
+ * publishTrustRoot adds a root to a mesh's trust bundle in etcd: a mesh admin's act (with etcd auth on, only the
+ * admin role may write `/fedmesh/<mesh>/trust/`).
+ */
+export async function publishTrustRoot(kv: KvStore, mesh: string, pem: string): Promise<string> {
+  const key = keys.trust(mesh, fingerprint(pem));
+  await kv.put(key, pem);
+  return key;
 }
 
 function fingerprint(pem: string): string {
@@ -110,18 +129,28 @@ export class FederationMember extends EventEmitter {
   }
 
   /**
-   * join registers the cluster (record under a lease), adds `rootsPem` to the mesh trust bundle, loads every peer's
-   * record and snapshots, subscribes to deltas and heartbeats, and starts beating. Rejects if etcd is unreachable.
+   * join checks that `rootsPem` are in the mesh trust bundle (or, with `publishTrust` — a mesh admin's act — adds
+   * them), registers the cluster (record under a lease), loads every peer's record and snapshots, subscribes to
+   * deltas and heartbeats, and starts beating. Rejects if etcd is unreachable or a root is not trusted by the mesh.
    */
-  async join(rootsPem: readonly string[]): Promise<void> {
+  async join(rootsPem: readonly string[], publishTrust = false): Promise<void> {
     const { kv, transport, mesh, cluster } = this.opts;
     // Resume our own sequence numbers after a restart so that peers never see them go backwards.
     for (const v of (await kv.getPrefix(keys.endpointsOf(mesh, cluster))).values()) {
       const s = JSON.parse(v) as ExportedService;
       this.seq = Math.max(this.seq, s.seq);
     }
+    const existing = await kv.getPrefix(keys.trustPrefix(mesh));
+    for (const pem of rootsPem) {
+      const key = keys.trust(mesh, fingerprint(pem));
+      if (existing.has(key)) continue;
+      if (!publishTrust)
+        throw new Error(
+          `this cluster's root (${fingerprint(pem).slice(0, 16)}…) is not in the mesh trust bundle; a mesh admin must add it (fedmesh cluster join --root, or publishTrustRoot)`,
+        );
+      await kv.put(key, pem);
+    }
     await this.register();
-    for (const pem of rootsPem) await kv.put(keys.trust(mesh, fingerprint(pem)), pem);
     for (const [k, pem] of await kv.getPrefix(keys.trustPrefix(mesh))) this.trust.set(k, pem);
 
     const sub1 = transport.subscribe(subjects.allEndpoints(mesh), (data) => this.onDelta(data));
@@ -222,6 +251,7 @@ export class FederationMember extends EventEmitter {
       ),
       seq: this.seq,
       lastBeatAgoMs: null,
+      ackedSeq: null,
     };
     const peers = [...this.peers.entries()].map(([name, p]) => ({
       cluster: name,
@@ -232,6 +262,7 @@ export class FederationMember extends EventEmitter {
       endpoints: [...p.services.values()].reduce((n, s) => n + s.endpoints.length, 0),
       seq: p.lastSeq,
       lastBeatAgoMs: p.lastBeatAt > 0 ? now - p.lastBeatAt : null,
+      ackedSeq: p.ackedOurSeq ?? null,
     }));
     return [self, ...peers].sort((a, b) => (a.cluster < b.cluster ? -1 : 1));
   }
@@ -384,6 +415,8 @@ export class FederationMember extends EventEmitter {
     }
     const p = this.peerState(hb.cluster);
     p.lastBeatAt = Date.now();
+    const acked = hb.acks?.[this.opts.cluster];
+    if (acked !== undefined) p.ackedOurSeq = acked;
     if (!p.live) {
       p.beatsSinceWithdrawal++;
       if (p.record && p.beatsSinceWithdrawal >= this.readmitBeats) {
@@ -403,7 +436,9 @@ export class FederationMember extends EventEmitter {
   }
 
   private beat(): void {
-    const hb: Heartbeat = { cluster: this.opts.cluster, seq: this.seq, sentAt: Date.now() };
+    const acks: Record<string, number> = {};
+    for (const [name, p] of this.peers) if (p.live) acks[name] = p.lastSeq;
+    const hb: Heartbeat = { cluster: this.opts.cluster, seq: this.seq, sentAt: Date.now(), acks };
     this.opts.transport.publish(
       subjects.heartbeat(this.opts.mesh, this.opts.cluster),
       encoder.encode(JSON.stringify(hb)),

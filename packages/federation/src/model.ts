@@ -70,6 +70,8 @@ export interface Heartbeat {
   /** seq is the highest endpoint sequence number the sender has published, so peers can detect a missed delta. */
   seq: number;
   sentAt: number;
+  /** acks maps each peer cluster to the highest of its sequence numbers this sender has applied. */
+  acks?: Record<string, number>;
 }
 
 /** keys are the etcd key layout of DESIGN.md. */

@@ -20,6 +20,8 @@ export interface FederationSettings {
   heartbeatIntervalMs?: number;
   withdrawAfterMs?: number;
   readmitAfterBeats?: number;
+  /** publishTrust adds the local CA's roots to the mesh trust bundle (a mesh admin's act); by default they must already be there. */
+  publishTrust?: boolean;
 }
 
 /**
@@ -78,7 +80,14 @@ export class FederationLink {
       log: opts.log,
     });
     const link = new FederationLink(member, kv, transport, opts.localRoots, s.network, opts.log);
-    await member.join(opts.localRoots);
+    try {
+      await member.join(opts.localRoots, s.publishTrust === true);
+    } catch (err) {
+      await member.close();
+      await transport.close().catch(() => undefined);
+      kv.close();
+      throw err;
+    }
     const exportOff = (svcHost: string): boolean => {
       const [name, ns] = svcHost.split('.');
       const obj = opts.store.get(`Service/${ns}/${name}`) as (ServiceObject & StoredObject) | undefined;

@@ -15,6 +15,7 @@ export function registerEcho(program: Command): void {
     .option('--pod <name>', 'pod name', 'echo')
     .option('--namespace <ns>', 'namespace', 'default')
     .option('--service-account <sa>', 'service account', 'default')
+    .option('--cluster <name>', 'cluster the pod runs in', 'Kubernetes')
     .action(
       async (o: {
         host: string;
@@ -24,6 +25,7 @@ export function registerEcho(program: Command): void {
         pod: string;
         namespace: string;
         serviceAccount: string;
+        cluster: string;
       }) => {
         const log = createLogger('echo');
         const servers = o.port.map(() =>
@@ -33,6 +35,7 @@ export function registerEcho(program: Command): void {
             pod: o.pod,
             namespace: o.namespace,
             serviceAccount: o.serviceAccount,
+            cluster: o.cluster,
           }),
         );
         await runUntilSignal(

@@ -17,6 +17,10 @@ export function registerIstiod(program: Command): void {
     .option('--monitoring-port <port>', 'metrics and admin port', '15014')
     .option('--trust-domain <td>', 'trust domain', 'cluster.local')
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
+    .option('--network <net>', 'network name', '')
+    .option('--federation-mesh <mesh>', 'join this federated mesh (needs --etcd and --nats)')
+    .option('--etcd <urls...>', 'etcd client URLs of the federation')
+    .option('--nats <urls...>', 'NATS URLs of the federation')
     .action(
       async (o: {
         stateDir: string;
@@ -28,6 +32,10 @@ export function registerIstiod(program: Command): void {
         monitoringPort: string;
         trustDomain: string;
         clusterId: string;
+        network: string;
+        federationMesh?: string;
+        etcd?: string[];
+        nats?: string[];
       }) => {
         const log = createLogger('istiod');
         const istiod = new Istiod({
@@ -38,7 +46,18 @@ export function registerIstiod(program: Command): void {
           xdsPlainPort: Number(o.xdsPlainPort),
           xdsTlsPort: Number(o.xdsTlsPort),
           monitoringPort: Number(o.monitoringPort),
-          mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId },
+          mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId, network: o.network },
+          ...(o.federationMesh !== undefined
+            ? {
+                federation: {
+                  mesh: o.federationMesh,
+                  cluster: o.clusterId,
+                  network: o.network,
+                  etcd: o.etcd ?? [],
+                  nats: o.nats ?? [],
+                },
+              }
+            : {}),
           log,
         });
         await runUntilSignal(
