@@ -76,8 +76,7 @@ export function analyze(inputs: readonly AnalysisInput[]): AnalysisMessage[] {
       });
     }
     store.apply(resources, file);
-    for (const r of resources)
-      origins.set(`${r.kind}/${r.metadata.namespace ?? 'default'}/${r.metadata.name}`, file);
+    for (const r of resources) origins.set(`${r.kind}/${r.metadata.namespace ?? 'default'}/${r.metadata.name}`, file);
   }
   const push = new PushContext(
     0,
