@@ -19,3 +19,4 @@ export * from './schemas/gateway.js';
 export * from './schemas/service-entry.js';
 export * from './schemas/security.js';
 export * from './schemas/resource.js';
+export * from './vm.js';
