@@ -15,7 +15,7 @@ import { startEtcd, startNats, type RunningProcess } from './infra.js';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fedmesh-join-'));
 let etcd: RunningProcess;
 let nats: RunningProcess;
-const clusters = { east: 'details', west: 'ratings', south: 'productpage' } as const;
+const clusters = { east: 'details', west: 'ratings', south: 'productpage', north: 'details' } as const;
 
 function bookinfoSubset(app: string): string {
   const text = fs.readFileSync(path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml'), 'utf8');
@@ -146,4 +146,45 @@ test('a cluster whose intermediate is under another root cannot join: its root i
   assert.equal(fs.existsSync(path.join(dir, 'rogue', 'state.json')), false, 'nothing was started');
   const list = await fedmesh(['cluster', 'list', '--mesh', 'm1', '--etcd', etcd.url]);
   assert.doesNotMatch(list.stdout, /rogue/);
+});
+
+test("failover drill: east's details pods are taken away under load and north takes over with no request lost", async () => {
+  const north = await join('north');
+  assert.equal(north.code, 0, north.stdout + north.stderr);
+  const r = await fedmesh([
+    'failover',
+    'drill',
+    '--service',
+    'details',
+    '--cluster',
+    'east',
+    '--cluster-state-dir',
+    path.join(dir, 'east'),
+    '--from-state-dir',
+    path.join(dir, 'south'),
+    '--rps',
+    '30',
+    '--duration',
+    '6000',
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout) as {
+    requests: number;
+    failed: number;
+    failoverMs: number;
+    withdrawnMs: number;
+    answeredBy: { before: Record<string, number>; after: Record<string, number> };
+    restoredMs: number;
+  };
+  assert.equal(report.failed, 0, JSON.stringify(report));
+  assert.ok(
+    (report.answeredBy.before.east ?? 0) > 0 && (report.answeredBy.before.north ?? 0) > 0,
+    JSON.stringify(report.answeredBy),
+  );
+  assert.ok((report.answeredBy.after.north ?? 0) > 0, JSON.stringify(report.answeredBy));
+  assert.ok(report.withdrawnMs >= 0, "east's endpoints left the client sidecar");
+  console.log(
+    `# failover drill: ${report.requests} requests, ${report.failed} failed, last answer from east ${report.failoverMs} ms after, endpoints withdrawn after ${report.withdrawnMs} ms, restored in ${report.restoredMs} ms`,
+  );
 });

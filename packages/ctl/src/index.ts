@@ -2,3 +2,4 @@ export * from './local-mesh.js';
 export * from './demo.js';
 export * from './echo-app.js';
 export * from './logging.js';
+export * from './drill.js';

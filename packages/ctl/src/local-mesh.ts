@@ -16,6 +16,9 @@ export interface PodState {
   address: string;
   /** ports are the app's container ports; the sidecar adds 15000 (admin), 15001 (outbound) and 15006 (inbound). */
   ports: number[];
+  /** labels and deployment are the pod's labels and owning Deployment (older state files may lack them). */
+  labels?: Record<string, string>;
+  deployment?: string;
   spiffeId: string;
   pids: { app?: number; proxy: number };
   outbound: string;
@@ -159,15 +162,8 @@ export async function applyText(state: MeshState, text: string, source: string):
   return body;
 }
 
-function podManifest(p: {
-  name: string;
-  namespace: string;
-  labels: Record<string, string>;
-  sa: string;
-  ip: string;
-  deployment: string;
-  ports: number[];
-}): object {
+/** podManifest renders the Kubernetes `v1` Pod that registers a local pod with istiod (Running and Ready). */
+export function podManifest(p: Omit<PodPlan, 'app'>): object {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -202,6 +198,102 @@ async function mintToken(
   const body = (await res.body.json()) as { token?: string; error?: string };
   if (!body.token) throw new Error(`token refused: ${body.error ?? res.statusCode}`);
   return body.token;
+}
+
+/** PodPlan is what a local pod is started from (a Deployment replica, or the sleep client). */
+export interface PodPlan {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+  sa: string;
+  ip: string;
+  deployment: string;
+  ports: number[];
+  /** app is true when an echo app runs beside the sidecar. */
+  app: boolean;
+}
+
+/** PodContext is what starting a pod needs from its mesh. */
+export interface PodContext {
+  stateDir: string;
+  istiod: MeshState['istiod'];
+  cluster: string;
+  rootCertFile: string;
+}
+
+/**
+ * startPod starts one pod of a local mesh: a bootstrap token for its ServiceAccount (file mode 0600), the echo app
+ * (when it has ports) and its sidecar. Pids are appended to `pids` as soon as they exist. The pod must already be
+ * registered with istiod.
+ */
+export async function startPod(ctx: PodContext, p: PodPlan, pids: number[] = []): Promise<PodState> {
+  const { stateDir, istiod, cluster, rootCertFile } = ctx;
+  const podDir = path.join(stateDir, 'pods', p.name);
+  fs.mkdirSync(podDir, { recursive: true, mode: 0o700 });
+  const tokenFile = path.join(podDir, 'token');
+  fs.writeFileSync(tokenFile, await mintToken({ stateDir, istiod }, p.namespace, p.sa), { mode: 0o600 });
+  let appPid: number | undefined;
+  if (p.app && p.ports.length > 0) {
+    appPid = spawnChild(stateDir, `${p.name}.app`, [
+      'echo',
+      '--host',
+      p.ip,
+      '--port',
+      ...p.ports.map(String),
+      '--service',
+      p.labels.app ?? p.deployment,
+      '--version',
+      p.labels.version ?? 'v1',
+      '--pod',
+      p.name,
+      '--namespace',
+      p.namespace,
+      '--service-account',
+      p.sa,
+      '--cluster',
+      cluster,
+    ]);
+    pids.push(appPid);
+  }
+  const proxyPid = spawnChild(stateDir, `${p.name}.proxy`, [
+    'proxy',
+    '--ip',
+    p.ip,
+    '--pod',
+    p.name,
+    '--namespace',
+    p.namespace,
+    '--service-account',
+    p.sa,
+    '--workload',
+    p.deployment,
+    '--labels',
+    JSON.stringify(p.labels),
+    '--cluster-id',
+    cluster,
+    '--discovery',
+    istiod.xdsTls,
+    '--root-cert',
+    rootCertFile,
+    '--token-file',
+    tokenFile,
+  ]);
+  pids.push(proxyPid);
+  return {
+    name: p.name,
+    namespace: p.namespace,
+    app: p.labels.app ?? p.deployment,
+    version: p.labels.version ?? '',
+    serviceAccount: p.sa,
+    address: p.ip,
+    ports: p.ports,
+    labels: p.labels,
+    deployment: p.deployment,
+    spiffeId: `spiffe://cluster.local/ns/${p.namespace}/sa/${p.sa}`,
+    pids: { ...(appPid !== undefined ? { app: appPid } : {}), proxy: proxyPid },
+    outbound: `${p.ip}:15001`,
+    admin: `${p.ip}:15000`,
+  };
 }
 
 /**
@@ -265,16 +357,7 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
     fs.writeFileSync(rootCertFile, await fetchRootCert(istiodDir, opts.caDir));
 
     // Pods: one per Deployment replica, plus the sleep client.
-    const plan: {
-      name: string;
-      namespace: string;
-      labels: Record<string, string>;
-      sa: string;
-      ip: string;
-      deployment: string;
-      ports: number[];
-      app: boolean;
-    }[] = [];
+    const plan: PodPlan[] = [];
     let next = 10;
     for (const r of resources) {
       if (r.kind !== 'Deployment') continue;
@@ -319,73 +402,12 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
     if (registered.errors.length > 0)
       throw new Error(`pod registration failed: ${registered.errors.map((e) => e.text).join('; ')}`);
 
+    const ctx: PodContext = { stateDir, istiod, cluster, rootCertFile };
     const pods: PodState[] = [];
     await Promise.all(
       plan.map(async (p) => {
-        const podDir = path.join(stateDir, 'pods', p.name);
-        fs.mkdirSync(podDir, { recursive: true, mode: 0o700 });
-        const tokenFile = path.join(podDir, 'token');
-        fs.writeFileSync(tokenFile, await mintToken(partial, p.namespace, p.sa), { mode: 0o600 });
-        let appPid: number | undefined;
-        if (p.app && p.ports.length > 0) {
-          appPid = spawnChild(stateDir, `${p.name}.app`, [
-            'echo',
-            '--host',
-            p.ip,
-            '--port',
-            ...p.ports.map(String),
-            '--service',
-            p.labels.app ?? p.deployment,
-            '--version',
-            p.labels.version ?? 'v1',
-            '--pod',
-            p.name,
-            '--namespace',
-            p.namespace,
-            '--service-account',
-            p.sa,
-            '--cluster',
-            cluster,
-          ]);
-          pids.push(appPid);
-        }
-        const proxyPid = spawnChild(stateDir, `${p.name}.proxy`, [
-          'proxy',
-          '--ip',
-          p.ip,
-          '--pod',
-          p.name,
-          '--namespace',
-          p.namespace,
-          '--service-account',
-          p.sa,
-          '--workload',
-          p.deployment,
-          '--labels',
-          JSON.stringify(p.labels),
-          '--cluster-id',
-          cluster,
-          '--discovery',
-          istiod.xdsTls,
-          '--root-cert',
-          rootCertFile,
-          '--token-file',
-          tokenFile,
-        ]);
-        pids.push(proxyPid);
-        pods.push({
-          name: p.name,
-          namespace: p.namespace,
-          app: p.labels.app ?? p.deployment,
-          version: p.labels.version ?? '',
-          serviceAccount: p.sa,
-          address: p.ip,
-          ports: p.ports,
-          spiffeId: `spiffe://cluster.local/ns/${p.namespace}/sa/${p.sa}`,
-          pids: { ...(appPid !== undefined ? { app: appPid } : {}), proxy: proxyPid },
-          outbound: `${p.ip}:15001`,
-          admin: `${p.ip}:15000`,
-        });
+        const pod = await startPod(ctx, p, pids);
+        pods.push(pod);
       }),
     );
     pods.sort((a, b) => (a.name < b.name ? -1 : 1));

@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { registerCa } from './commands/ca.js';
 import { registerCluster } from './commands/cluster.js';
+import { registerFailover } from './commands/failover.js';
 import { registerAnalyze } from './commands/analyze.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDiagnostics } from './commands/diagnostics.js';
@@ -22,6 +23,7 @@ registerProxy(program);
 registerEcho(program);
 registerCa(program);
 registerCluster(program);
+registerFailover(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`fedmesh: ${(err as Error).message}`);
