@@ -188,7 +188,7 @@ test('a Cluster with a field the proxy does not implement is NACKed (never ignor
     new Snapshot({
       [TypeUrl.Listener]: [listener()],
       [TypeUrl.RouteConfiguration]: [route('a')],
-      [TypeUrl.Cluster]: [staticCluster('a', 8081, { lb_policy: 'MAGLEV' }), staticCluster('b', 8082)],
+      [TypeUrl.Cluster]: [staticCluster('a', 8081, { lb_policy: 'CLUSTER_PROVIDED' }), staticCluster('b', 8082)],
     }),
   );
   await waitUntil(() => nacks.slice(before).some((n) => n.type === TypeUrl.Cluster), 10_000, 'CDS NACK');

@@ -3,9 +3,12 @@ import type { Logger } from 'pino';
 import type { Sidecar } from './sidecar.js';
 
 /**
- * AdminServer is the proxy's admin listener (Istio's 15000, loopback only): `/ready` (200 once config is
- * applied, else 503), `/config_dump` (JSON, no private keys), `/clusters` (Envoy's text form, one line per
- * host), `/stats/prometheus` (Istio's metrics), and `POST /quitquitquit` (exit). Explicit timeouts and limits.
+ * AdminServer is the proxy's admin listener (Istio's 15000, loopback only): `/ready` (200 `LIVE` once config is
+ * applied, 503 `PRE_INITIALIZING` before, 503 `DRAINING` during a drain), `/config_dump` (JSON, no private keys),
+ * `/clusters` (Envoy's text form: per host its health flags, e.g. `/failed_outlier_check`, and active requests),
+ * `/stats/prometheus` (Istio's and Envoy's cluster metrics), `POST /drain_listeners[?inboundonly]` (stop
+ * accepting connections, keep serving those open) and `POST /quitquitquit` (drain, then exit). Explicit timeouts
+ * and limits.
  */
 export class AdminServer {
   private readonly server: http.Server;
@@ -48,8 +51,8 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     switch (`${req.method} ${url.pathname}`) {
       case 'GET /ready': {
-        const ok = this.proxy.ready();
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'LIVE\n' : 'PRE_INITIALIZING\n');
+        const state = this.proxy.drain.draining ? 'DRAINING' : this.proxy.ready() ? 'LIVE' : 'PRE_INITIALIZING';
+        res.writeHead(state === 'LIVE' ? 200 : 503, { 'content-type': 'text/plain' }).end(`${state}\n`);
         return;
       }
       case 'GET /config_dump':
@@ -59,11 +62,17 @@ export class AdminServer {
         return;
       case 'GET /clusters': {
         const lines: string[] = [];
-        for (const c of this.proxy.clusters.all())
-          for (const e of c.endpoints)
-            lines.push(
-              `${c.name}::${e.address}:${e.port}::health_flags::${e.healthy ? 'healthy' : '/failed_eds_health'}`,
-            );
+        const cm = this.proxy.clusters;
+        for (const c of cm.all())
+          for (const e of c.endpoints) {
+            const host = `${c.name}::${e.address}:${e.port}`;
+            lines.push(`${host}::health_flags::${cm.healthFlags(c, e)}`);
+            lines.push(`${host}::rq_active::${c.active.get(`${e.address}:${e.port}`) ?? 0}`);
+            lines.push(`${host}::priority::${e.priority}`);
+            lines.push(`${host}::weight::${e.weight}`);
+            lines.push(`${host}::region::${e.locality.region}`);
+            lines.push(`${host}::zone::${e.locality.zone}`);
+          }
         res.writeHead(200, { 'content-type': 'text/plain' }).end(lines.join('\n') + '\n');
         return;
       }
@@ -72,9 +81,13 @@ export class AdminServer {
         res.writeHead(200, { 'content-type': this.proxy.metrics.registry.contentType }).end(body);
         return;
       }
+      case 'POST /drain_listeners':
+        this.proxy.drainListeners(url.searchParams.has('inboundonly'));
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('OK\n');
+        return;
       case 'POST /quitquitquit':
-        res.writeHead(200).end('OK\n');
-        setImmediate(() => process.kill(process.pid, 'SIGTERM'));
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('OK\n');
+        setImmediate(() => this.proxy.quit());
         return;
       default:
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

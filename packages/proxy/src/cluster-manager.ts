@@ -3,23 +3,40 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import { isPkiError, PkiError, spiffeUri, verifySpiffePeer } from '@fedmesh/pki';
-import { durationMs, type EnvoyCluster, type EnvoyClusterLoadAssignment } from './xds/envoy-schemas.js';
+import { CircuitBreaker, circuitBreakerLimits } from './circuit-breaker.js';
+import {
+  DEFAULT_MAGLEV_TABLE_SIZE,
+  DEFAULT_MAX_RING_SIZE,
+  DEFAULT_MIN_RING_SIZE,
+  MaglevLoadBalancer,
+  RingHashLoadBalancer,
+} from './lb/consistent-hash.js';
+import { selectHost, type SelectableHost, type SelectionPolicy } from './lb/host-selector.js';
+import { DEFAULT_PANIC_THRESHOLD } from './lb/priority.js';
+import { LeastRequestLoadBalancer, RandomLoadBalancer, RoundRobinLoadBalancer } from './lb/simple.js';
+import { hostKey, type LoadBalancer } from './lb/types.js';
 import type { HandshakeObserver } from './listener-manager.js';
+import { OutlierDetector, outlierConfig, type EjectionType, type OutlierResult } from './outlier.js';
 import type { TlsMaterial } from './secrets.js';
+import { durationMs, type EnvoyCluster, type EnvoyClusterLoadAssignment } from './xds/envoy-schemas.js';
+import { networkGatewayField } from './gateway/endpoint-metadata.js';
 
 /** Endpoint is one upstream host of a cluster, from its ClusterLoadAssignment. */
-export interface Endpoint {
+export interface Endpoint extends SelectableHost {
   address: string;
   port: number;
   priority: number;
   weight: number;
+  /** healthy is the EDS health status (HEALTHY or UNKNOWN); outlier ejection is tracked separately. */
   healthy: boolean;
   locality: { region: string; zone: string; subZone: string };
   /** workload is Istio's endpoint metadata `istio.workload` split: name, namespace, app, version, cluster. */
   workload: { name: string; namespace: string; app: string; version: string; cluster: string } | undefined;
+  /** networkGateway, when set, is the network whose east-west gateway this endpoint is (docs/adr/0006). */
+  networkGateway?: string;
 }
 
-/** UpstreamCluster is a cluster ready for requests: endpoints, load balancer state and a connection pool. */
+/** UpstreamCluster is a cluster ready for requests: endpoints, load balancing, circuit breakers and a pool. */
 export interface UpstreamCluster {
   name: string;
   config: EnvoyCluster;
@@ -28,18 +45,34 @@ export interface UpstreamCluster {
   mtls: { sni: string; allowedSans: string[] } | undefined;
   connectTimeoutMs: number;
   agent: http.Agent;
-  rr: number;
+  /** selection is the host-selection policy: balancer (`lb_policy`), panic threshold, locality weighting. */
+  selection: SelectionPolicy<Endpoint>;
+  breaker: CircuitBreaker;
+  /** outlier is the cluster's outlier detector, when `outlier_detection` is set. */
+  outlier: OutlierDetector | undefined;
+  /** active counts outstanding requests per host (`address:port`), for LEAST_REQUEST. */
+  active: Map<string, number>;
+  /** pool is the connection pool settings from `HttpProtocolOptions` (0: unlimited). */
+  pool: { maxRequestsPerConnection: number; idleTimeoutMs: number; maxConnectionDurationMs: number };
 }
 
 /** ClusterManagerOptions configure how upstream connections are made. */
 export interface ClusterManagerOptions {
   /** mtlsPort, when set, is where a peer proxy accepts mutual TLS (explicit mode: 15006 on the peer's address). */
   mtlsPort?: number;
-  /** maxSocketsPerCluster bounds the connection pool per cluster (default 256). */
+  /** maxSocketsPerCluster caps a pool's sockets below `max_connections` (default: `max_connections`, at most 4096). */
   maxSocketsPerCluster?: number;
   /** onHandshake observes each upstream mTLS handshake's outcome (direction `outbound`). */
   onHandshake?: HandshakeObserver;
+  /** onEject and onUneject observe outlier ejections (`cluster`, `address:port`). */
+  onEject?: (cluster: string, host: string, type: EjectionType, durationMs: number) => void;
+  onUneject?: (cluster: string, host: string) => void;
+  /** random is the randomness of load balancing (tests inject it). */
+  random?: () => number;
 }
+
+/** DEFAULT_IDLE_TIMEOUT_MS is how long an idle upstream connection is kept when the cluster sets no idle_timeout. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 function parseWorkload(metadata: unknown): Endpoint['workload'] {
   const fields = (metadata as { filter_metadata?: { istio?: { fields?: Record<string, { stringValue?: string }> } } })
@@ -54,20 +87,24 @@ function parseWorkload(metadata: unknown): Endpoint['workload'] {
 export function endpointsFromAssignment(cla: EnvoyClusterLoadAssignment | undefined): Endpoint[] {
   const out: Endpoint[] = [];
   for (const le of cla?.endpoints ?? []) {
+    const locality = {
+      region: le.locality?.region ?? '',
+      zone: le.locality?.zone ?? '',
+      subZone: le.locality?.sub_zone ?? '',
+    };
     for (const e of le.lb_endpoints ?? []) {
       const hs = e.health_status ?? 'UNKNOWN';
       out.push({
         address: e.endpoint.address.socket_address.address,
         port: e.endpoint.address.socket_address.port_value,
         priority: le.priority ?? 0,
-        weight: e.load_balancing_weight?.value ?? 1,
+        weight: Math.max(1, e.load_balancing_weight?.value ?? 1),
         healthy: hs === 'HEALTHY' || hs === 'UNKNOWN',
-        locality: {
-          region: le.locality?.region ?? '',
-          zone: le.locality?.zone ?? '',
-          subZone: le.locality?.sub_zone ?? '',
-        },
+        locality,
+        localityKey: `${locality.region}/${locality.zone}/${locality.subZone}`,
+        localityWeight: le.load_balancing_weight?.value ?? 1,
         workload: parseWorkload(e.metadata),
+        ...networkGatewayField(e.metadata),
       });
     }
   }
@@ -75,18 +112,59 @@ export function endpointsFromAssignment(cla: EnvoyClusterLoadAssignment | undefi
 }
 
 /**
- * ClusterManager holds the accepted Clusters and their endpoints, picks hosts (ROUND_ROBIN, RANDOM, or
- * LEAST_REQUEST approximated by round robin for now, over the lowest priority that has a healthy host), and
- * owns one keep-alive connection pool per cluster. mTLS pools present the proxy's SPIFFE certificate, trust
- * only the SDS trust bundle and accept only the peer URI SANs the cluster lists.
+ * createLoadBalancer builds the balancer of a cluster's `lb_policy`: ROUND_ROBIN (default), RANDOM,
+ * LEAST_REQUEST (`least_request_lb_config.choice_count`, default 2), RING_HASH (`ring_hash_lb_config`) or MAGLEV
+ * (`maglev_lb_config.table_size`).
+ */
+export function createLoadBalancer(c: EnvoyCluster): LoadBalancer<Endpoint> {
+  switch (c.lb_policy ?? 'ROUND_ROBIN') {
+    case 'RANDOM':
+      return new RandomLoadBalancer();
+    case 'LEAST_REQUEST':
+      return new LeastRequestLoadBalancer(c.least_request_lb_config?.choice_count?.value ?? 2);
+    case 'RING_HASH': {
+      const r = c.ring_hash_lb_config;
+      return new RingHashLoadBalancer(
+        Number(r?.minimum_ring_size?.value ?? DEFAULT_MIN_RING_SIZE),
+        Number(r?.maximum_ring_size?.value ?? DEFAULT_MAX_RING_SIZE),
+      );
+    }
+    case 'MAGLEV':
+      return new MaglevLoadBalancer(Number(c.maglev_lb_config?.table_size?.value ?? DEFAULT_MAGLEV_TABLE_SIZE));
+    case 'ROUND_ROBIN':
+      return new RoundRobinLoadBalancer();
+  }
+}
+
+/** PickOptions are the per-request inputs of {@link ClusterManager.pickEndpoint}. */
+export interface PickOptions {
+  /** hash is the request hash of the route's `hash_policy` (consistent hashing). */
+  hash?: number | undefined;
+  /** exclude lists hosts already tried, avoided when the retry policy has the `previous_hosts` predicate. */
+  exclude?: ReadonlySet<string> | undefined;
+  /** hostSelectionAttempts is the retry policy's `host_selection_retry_max_attempts`. */
+  hostSelectionAttempts?: number | undefined;
+}
+
+/**
+ * ClusterManager holds the accepted Clusters and their endpoints and chooses hosts as Envoy does: priorities
+ * with the overprovisioning factor and panic threshold, locality weights, then the cluster's balancer; hosts
+ * ejected by outlier detection count as unhealthy. Each cluster has a circuit breaker (`circuit_breakers`) and
+ * one keep-alive connection pool sized by `max_connections`, closing connections after
+ * `max_requests_per_connection` requests or `max_connection_duration`. mTLS pools present the proxy's SPIFFE
+ * certificate, trust only the SDS trust bundle and accept only the peer URI SANs the cluster lists.
  */
 export class ClusterManager {
   private clusters = new Map<string, UpstreamCluster>();
   private assignments = new Map<string, EnvoyClusterLoadAssignment>();
   private tls: TlsMaterial | undefined;
+  private readonly random: () => number;
+  private readonly socketRequests = new WeakMap<object, { count: number; since: number }>();
 
   /** constructor stores options; no I/O. */
-  constructor(private readonly opts: ClusterManagerOptions = {}) {}
+  constructor(private readonly opts: ClusterManagerOptions = {}) {
+    this.random = opts.random ?? Math.random;
+  }
 
   /** get returns a cluster by name. */
   get(name: string): UpstreamCluster | undefined {
@@ -106,9 +184,9 @@ export class ClusterManager {
   }
 
   /**
-   * setClusters replaces the cluster set (CDS is SotW). Unchanged clusters keep their pools; removed ones have
-   * their pools closed. Throws, changing nothing, if a cluster references an SDS secret other than `default`
-   * and `ROOTCA`.
+   * setClusters replaces the cluster set (CDS is SotW). Unchanged clusters keep their pools, breakers and outlier
+   * state; changed and removed ones have their pools closed (in-flight requests keep their own). Throws, changing
+   * nothing, if a cluster references an SDS secret other than `default` and `ROOTCA`.
    */
   setClusters(configs: ReadonlyMap<string, EnvoyCluster>): void {
     for (const [name, c] of configs) {
@@ -131,31 +209,11 @@ export class ClusterManager {
         next.set(name, prev);
         continue;
       }
-      const tlsCtx = config.transport_socket?.typed_config;
-      const cluster: UpstreamCluster = {
-        name,
-        config,
-        endpoints: [],
-        mtls: tlsCtx
-          ? {
-              sni: tlsCtx.sni ?? '',
-              allowedSans: (
-                tlsCtx.common_tls_context.combined_validation_context?.default_validation_context
-                  .match_typed_subject_alt_names ?? []
-              )
-                .filter((m) => m.san_type === 'URI' && m.matcher.exact !== undefined)
-                .map((m) => m.matcher.exact ?? ''),
-            }
-          : undefined,
-        connectTimeoutMs: config.connect_timeout ? durationMs(config.connect_timeout) : 10_000,
-        agent: new http.Agent(),
-        rr: 0,
-      };
-      cluster.agent = this.makeAgent(cluster);
-      prev?.agent.destroy();
+      const cluster = this.build(name, config);
+      if (prev) this.retire(prev);
       next.set(name, cluster);
     }
-    for (const [name, c] of this.clusters) if (!next.has(name)) c.agent.destroy();
+    for (const [name, c] of this.clusters) if (!next.has(name)) this.retire(c);
     this.clusters = next;
     this.refreshEndpoints();
   }
@@ -177,30 +235,140 @@ export class ClusterManager {
     }
   }
 
-  /**
-   * pickEndpoint chooses a host: among healthy hosts of the lowest priority that has one, by the cluster's
-   * `lb_policy`; `exclude` skips hosts already tried (retries). Returns undefined when no host is healthy.
-   */
-  pickEndpoint(cluster: UpstreamCluster, exclude: ReadonlySet<Endpoint> = new Set()): Endpoint | undefined {
-    const healthy = cluster.endpoints.filter((e) => e.healthy && !exclude.has(e));
-    const pool = healthy.length > 0 ? healthy : cluster.endpoints.filter((e) => e.healthy);
-    if (pool.length === 0) return undefined;
-    const best = Math.min(...pool.map((e) => e.priority));
-    const tier = pool.filter((e) => e.priority === best);
-    if (cluster.config.lb_policy === 'RANDOM') return tier[Math.floor(Math.random() * tier.length)];
-    cluster.rr = (cluster.rr + 1) % Number.MAX_SAFE_INTEGER;
-    return tier[cluster.rr % tier.length];
+  /** isHealthy reports whether a host may take traffic: healthy in EDS and not ejected by outlier detection. */
+  isHealthy(cluster: UpstreamCluster, ep: Endpoint): boolean {
+    return ep.healthy && !(cluster.outlier?.isEjected(hostKey(ep)) ?? false);
   }
 
-  /** upstreamTarget returns where to dial an endpoint: a peer proxy's mTLS port in explicit mode. */
+  /**
+   * healthFlags renders a host's health as Envoy's admin `/clusters` does: `healthy`, or flags such as
+   * `/failed_eds_health` and `/failed_outlier_check`.
+   */
+  healthFlags(cluster: UpstreamCluster, ep: Endpoint): string {
+    let flags = '';
+    if (!ep.healthy) flags += '/failed_eds_health';
+    if (cluster.outlier?.isEjected(hostKey(ep))) flags += '/failed_outlier_check';
+    return flags || 'healthy';
+  }
+
+  /**
+   * pickEndpoint chooses a host (see {@link selectHost}); returns undefined when no host can take the request
+   * (Envoy's `no_healthy_upstream`, response flag UH). A set of endpoints (the older form) means hosts to avoid.
+   */
+  pickEndpoint(cluster: UpstreamCluster, options: PickOptions | ReadonlySet<Endpoint> = {}): Endpoint | undefined {
+    const opts: PickOptions =
+      options instanceof Set
+        ? { exclude: new Set([...(options as ReadonlySet<Endpoint>)].map(hostKey)) }
+        : (options as PickOptions);
+    const exclude = opts.exclude;
+    return selectHost(
+      cluster.endpoints,
+      (e) => this.isHealthy(cluster, e),
+      { ...cluster.selection, hostSelectionAttempts: opts.hostSelectionAttempts ?? 1 },
+      {
+        hash: opts.hash,
+        excluded: exclude && exclude.size > 0 ? (e) => exclude.has(hostKey(e)) : undefined,
+        active: (e) => cluster.active.get(hostKey(e)) ?? 0,
+        random: this.random,
+      },
+    );
+  }
+
+  /** hostStarted counts an outstanding request on a host; call the returned function once when it ends. */
+  hostStarted(cluster: UpstreamCluster, ep: Endpoint): () => void {
+    const k = hostKey(ep);
+    cluster.active.set(k, (cluster.active.get(k) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (cluster.active.get(k) ?? 1) - 1;
+      if (n <= 0) cluster.active.delete(k);
+      else cluster.active.set(k, n);
+    };
+  }
+
+  /** reportOutlier passes an attempt's result to the cluster's outlier detector, if it has one. */
+  reportOutlier(cluster: UpstreamCluster, ep: Endpoint, result: OutlierResult): void {
+    cluster.outlier?.report(hostKey(ep), result);
+  }
+
+  /** countRequestOnSocket counts a request on a pooled socket, for `max_requests_per_connection`. */
+  countRequestOnSocket(sock: object): void {
+    const s = this.socketRequests.get(sock);
+    if (s) s.count++;
+    else this.socketRequests.set(sock, { count: 1, since: Date.now() });
+  }
+
+  /**
+   * upstreamTarget returns where to dial an endpoint: a peer proxy's mTLS port in explicit mode, except another
+   * network's east-west gateway (`networkGateway`), dialled at its own port with the same SNI (docs/adr/0006).
+   */
   upstreamTarget(cluster: UpstreamCluster, ep: Endpoint): { host: string; port: number } {
-    if (cluster.mtls && this.opts.mtlsPort !== undefined) return { host: ep.address, port: this.opts.mtlsPort };
+    if (cluster.mtls && this.opts.mtlsPort !== undefined && ep.networkGateway === undefined)
+      return { host: ep.address, port: this.opts.mtlsPort };
     return { host: ep.address, port: ep.port };
   }
 
-  /** close destroys every pool. */
+  /** close destroys every pool and stops outlier detection. */
   close(): void {
-    for (const c of this.clusters.values()) c.agent.destroy();
+    for (const c of this.clusters.values()) this.retire(c);
+  }
+
+  private build(name: string, config: EnvoyCluster): UpstreamCluster {
+    const tlsCtx = config.transport_socket?.typed_config;
+    const common =
+      config.typed_extension_protocol_options?.['envoy.extensions.upstreams.http.v3.HttpProtocolOptions']
+        ?.common_http_protocol_options;
+    const lbPolicy = config.lb_policy ?? 'ROUND_ROBIN';
+    const outlier = config.outlier_detection
+      ? new OutlierDetector(outlierConfig(config.outlier_detection), {
+          random: this.random,
+          onEject: (host, type, ms) => this.opts.onEject?.(name, host, type, ms),
+          onUneject: (host) => this.opts.onUneject?.(name, host),
+        })
+      : undefined;
+    outlier?.start();
+    const cluster: UpstreamCluster = {
+      name,
+      config,
+      endpoints: [],
+      mtls: tlsCtx
+        ? {
+            sni: tlsCtx.sni ?? '',
+            allowedSans: (
+              tlsCtx.common_tls_context.combined_validation_context?.default_validation_context
+                .match_typed_subject_alt_names ?? []
+            )
+              .filter((m) => m.san_type === 'URI' && m.matcher.exact !== undefined)
+              .map((m) => m.matcher.exact ?? ''),
+          }
+        : undefined,
+      connectTimeoutMs: config.connect_timeout ? durationMs(config.connect_timeout) : 5_000,
+      agent: new http.Agent(),
+      selection: {
+        lb: createLoadBalancer(config),
+        panicThreshold: config.common_lb_config?.healthy_panic_threshold?.value ?? DEFAULT_PANIC_THRESHOLD,
+        localityWeighted: config.common_lb_config?.locality_weighted_lb_config !== undefined,
+        hashBased: lbPolicy === 'RING_HASH' || lbPolicy === 'MAGLEV',
+        hostSelectionAttempts: 1,
+      },
+      breaker: new CircuitBreaker(circuitBreakerLimits(config)),
+      outlier,
+      active: new Map(),
+      pool: {
+        maxRequestsPerConnection: common?.max_requests_per_connection?.value ?? 0,
+        idleTimeoutMs: common?.idle_timeout ? durationMs(common.idle_timeout) : DEFAULT_IDLE_TIMEOUT_MS,
+        maxConnectionDurationMs: common?.max_connection_duration ? durationMs(common.max_connection_duration) : 0,
+      },
+    };
+    cluster.agent = this.makeAgent(cluster);
+    return cluster;
+  }
+
+  private retire(c: UpstreamCluster): void {
+    c.outlier?.stop();
+    c.agent.destroy();
   }
 
   private refreshEndpoints(): void {
@@ -210,28 +378,47 @@ export class ClusterManager {
           ? c.config.load_assignment
           : this.assignments.get(c.config.eds_cluster_config?.service_name ?? c.name);
       c.endpoints = endpointsFromAssignment(cla);
+      c.outlier?.setHosts(c.endpoints.map(hostKey));
     }
   }
 
   private makeAgent(c: UpstreamCluster): http.Agent {
+    const limit = c.breaker.limits.maxConnections;
+    const sockets = Math.max(1, Math.min(limit, this.opts.maxSocketsPerCluster ?? 4096));
     const common = {
       keepAlive: true,
       keepAliveMsecs: 15_000,
-      maxSockets: this.opts.maxSocketsPerCluster ?? 256,
-      maxFreeSockets: 64,
-      timeout: 60_000,
+      maxSockets: sockets,
+      maxTotalSockets: sockets,
+      maxFreeSockets: Math.min(sockets, 64),
+      timeout: c.pool.idleTimeoutMs > 0 ? c.pool.idleTimeoutMs : DEFAULT_IDLE_TIMEOUT_MS,
     };
-    if (!c.mtls) return new http.Agent(common);
-    const tls = this.tls;
-    const allowed = c.mtls.allowedSans;
-    return new ObservedAgent(this.opts.onHandshake, {
-      ...common,
-      ...(tls ? { cert: tls.certChainPem, key: tls.keyPem, ca: tls.trustBundlePem } : {}),
-      servername: c.mtls.sni,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      checkServerIdentity: (_host: string, cert: PeerCertificate) => checkPeerSan(cert, allowed, tls?.trustDomain),
-    });
+    let agent: http.Agent;
+    if (!c.mtls) agent = new http.Agent(common);
+    else {
+      const tls = this.tls;
+      const allowed = c.mtls.allowedSans;
+      agent = new ObservedAgent(this.opts.onHandshake, {
+        ...common,
+        ...(tls ? { cert: tls.certChainPem, key: tls.keyPem, ca: tls.trustBundlePem } : {}),
+        servername: c.mtls.sni,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => checkPeerSan(cert, allowed, tls?.trustDomain),
+      });
+    }
+    const { maxRequestsPerConnection, maxConnectionDurationMs } = c.pool;
+    if (maxRequestsPerConnection > 0 || maxConnectionDurationMs > 0) {
+      const keep = agent.keepSocketAlive.bind(agent);
+      // Node's documented hook: returning false closes the socket instead of pooling it.
+      agent.keepSocketAlive = (socket) => {
+        const s = this.socketRequests.get(socket);
+        if (s && maxRequestsPerConnection > 0 && s.count >= maxRequestsPerConnection) return false;
+        if (s && maxConnectionDurationMs > 0 && Date.now() - s.since >= maxConnectionDurationMs) return false;
+        return keep(socket);
+      };
+    }
+    return agent;
   }
 }
 

@@ -1,11 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { isPkiError } from '@fedmesh/pki';
-import type { ClusterManager, Endpoint, UpstreamCluster } from './cluster-manager.js';
+import { headerString, roundMs, type AccessLogEntry } from './access-log.js';
+import type { ClusterManager } from './cluster-manager.js';
+import type { ClusterStats } from './cluster-stats.js';
+import type { DrainController } from './drain.js';
+import { computeHash } from './hash-policy.js';
 import { blankLabels, type IstioLabels, type ProxyMetrics } from './metrics.js';
-import type { HeaderMutation, RequestView, RouteEntry, RouteTable } from './route-table.js';
+import type { HeaderMutation, RequestView, RouteEntry, RouteTable, VirtualHostEntry } from './route-table.js';
+import { forward, type ForwardResult } from './router.js';
+import { injectSpan, startSpan, type TraceContext } from './tracing.js';
 
 /** WorkloadInfo describes the proxy's own workload, for metric labels and access logs. */
 export interface WorkloadInfo {
@@ -35,6 +40,14 @@ export interface HttpHandlerContext {
   forwardClientCert: 'SANITIZE' | 'SANITIZE_SET' | 'FORWARD_ONLY' | 'APPEND_FORWARD' | 'ALWAYS_FORWARD_ONLY';
   /** peerOf returns the verified peer of a request's connection (inbound mTLS), if any. */
   peerOf: (req: http.IncomingMessage) => PeerInfo | undefined;
+  /** stats receives Envoy's per-cluster resilience counters (retries, overflow, timeouts). */
+  stats?: ClusterStats;
+  /** drain tracks in-flight requests and asks clients to close connections while the proxy drains. */
+  drain?: DrainController;
+  /** samplingPercent is the chance that a trace this proxy starts is sampled (Istio's default 1%). */
+  samplingPercent?: number;
+  /** random drives fault injection, weighted clusters and mirroring (tests inject it). */
+  random?: () => number;
 }
 
 const HOP_BY_HOP = new Set([
@@ -50,16 +63,15 @@ const HOP_BY_HOP = new Set([
   'host',
 ]);
 
-/** MAX_RETRY_BUFFER_BYTES bounds the request body kept for retries (Envoy's default buffer limit is 1 MiB). */
+/** MAX_RETRY_BUFFER_BYTES bounds the request body kept for retries and mirrors (Envoy's default buffer limit, 1 MiB). */
 export const MAX_RETRY_BUFFER_BYTES = 1024 * 1024;
 
-interface Attempt {
-  res?: http.IncomingMessage;
-  flag?: string;
-  endpoint?: Endpoint;
-}
-
-function applyMutations(headers: Record<string, string | string[]>, add: HeaderMutation[], remove: string[]): void {
+/** applyMutations applies header removals, then additions (`append_action`), to a header map. */
+export function applyMutations(
+  headers: Record<string, string | string[]>,
+  add: readonly HeaderMutation[],
+  remove: readonly string[],
+): void {
   for (const r of remove) delete headers[r];
   for (const m of add) {
     const cur = headers[m.key];
@@ -68,9 +80,9 @@ function applyMutations(headers: Record<string, string | string[]>, add: HeaderM
   }
 }
 
-function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>): string {
+function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>, random: () => number): string {
   if (action.clusters.length === 1) return action.clusters[0]?.name ?? '';
-  let n = Math.random() * action.totalWeight;
+  let n = random() * action.totalWeight;
   for (const c of action.clusters) {
     n -= c.weight;
     if (n < 0) return c.name;
@@ -78,56 +90,59 @@ function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>): 
   return action.clusters[action.clusters.length - 1]?.name ?? '';
 }
 
-function retriable(
-  retry: RouteEntry['action'] & { kind: 'route' },
-  status: number | undefined,
-  flag: string | undefined,
-): boolean {
-  const on = retry.retry?.retryOn;
-  if (!on || on.size === 0) return false;
-  if (status === undefined) {
-    if (flag === 'UF')
-      return (
-        on.has('connect-failure') ||
-        on.has('reset') ||
-        on.has('5xx') ||
-        on.has('gateway-error') ||
-        on.has('refused-stream')
-      );
-    if (flag === 'UC') return on.has('reset') || on.has('5xx');
-    return false;
-  }
-  if (on.has('5xx') && status >= 500) return true;
-  if (on.has('gateway-error') && (status === 502 || status === 503 || status === 504)) return true;
-  if (on.has('retriable-4xx') && status === 409) return true;
-  if (on.has('retriable-status-codes') && retry.retry?.retriableStatusCodes.has(status)) return true;
-  return false;
-}
-
 function xfcc(peer: PeerInfo, self: WorkloadInfo): string {
   return `By=${self.principal};URI=${peer.principal}`;
 }
 
 /**
- * createHttpHandler builds the request handler of one HTTP connection manager: route lookup (absolute-form and
- * Host-header requests), fault injection, direct responses and redirects, weighted cluster choice, host
- * selection, header mutations, retries per `retry_on`, the route timeout, then Istio metrics and a JSON access
- * log line per request. Local replies use Envoy's response flags (NR, NC, UH, UF, UT, URX, UC, FI).
+ * Exchange is one downstream request and its response: what the access log and the metrics record about it.
  */
-export function createHttpHandler(
-  ctx: HttpHandlerContext,
-): (req: http.IncomingMessage, res: http.ServerResponse) => void {
-  return (req, res) => {
-    const start = process.hrtime.bigint();
-    const startTime = new Date();
-    let requestBytes = 0;
-    let responseBytes = 0;
-    const labels: IstioLabels = blankLabels();
+class Exchange {
+  readonly start = process.hrtime.bigint();
+  readonly startTime = new Date();
+  readonly labels: IstioLabels = blankLabels();
+  readonly flags = new Set<string>();
+  readonly peer: PeerInfo | undefined;
+  readonly random: () => number;
+  view: RequestView;
+  details = 'via_upstream';
+  requestBytes = 0;
+  responseBytes = 0;
+  requestDoneMs: number | undefined;
+  routeName: string | null = null;
+  upstream: Partial<ForwardResult> = {};
+  trace: TraceContext | undefined;
+  finished = false;
+
+  constructor(
+    readonly ctx: HttpHandlerContext,
+    readonly req: http.IncomingMessage,
+    readonly res: http.ServerResponse,
+  ) {
+    this.random = ctx.random ?? Math.random;
+    this.peer = ctx.peerOf(req);
+    this.view = {
+      method: req.method ?? 'GET',
+      authority: req.headers.host ?? '',
+      path: req.url ?? '/',
+      scheme: 'http',
+      headers: req.headers,
+    };
+    this.initLabels();
+    req.on('data', (c: Buffer) => (this.requestBytes += c.length));
+    req.once('end', () => (this.requestDoneMs = this.elapsedMs()));
+  }
+
+  elapsedMs(): number {
+    return Number(process.hrtime.bigint() - this.start) / 1e6;
+  }
+
+  private initLabels(): void {
+    const { labels, ctx } = this;
+    const self = ctx.self;
     labels.reporter = ctx.direction === 'outbound' ? 'source' : 'destination';
     labels.request_protocol = 'http';
-    const peer = ctx.peerOf(req);
-    const self = ctx.self;
-    if (ctx.direction === 'outbound') {
+    if (ctx.direction === 'outbound')
       Object.assign(labels, {
         source_workload: self.name,
         source_workload_namespace: self.namespace,
@@ -136,7 +151,7 @@ export function createHttpHandler(
         source_version: self.version,
         source_cluster: self.cluster,
       });
-    } else {
+    else
       Object.assign(labels, {
         destination_workload: self.name,
         destination_workload_namespace: self.namespace,
@@ -144,267 +159,286 @@ export function createHttpHandler(
         destination_app: self.app,
         destination_version: self.version,
         destination_cluster: self.cluster,
-        source_principal: peer?.principal ?? 'unknown',
-        connection_security_policy: peer ? 'mutual_tls' : 'none',
+        source_principal: this.peer?.principal ?? 'unknown',
+        connection_security_policy: this.peer ? 'mutual_tls' : 'none',
       });
-    }
-    let upstreamCluster = '';
-    let upstreamHost = '';
-    let flag = '-';
+  }
 
-    // Request target: absolute-form (proxy request) or origin-form with a Host header.
-    let authority = req.headers.host ?? '';
-    let path = req.url ?? '/';
-    let scheme = 'http';
+  /** localReply answers with a proxy-generated response (Envoy's local reply) and records the exchange. */
+  localReply(status: number, body: string, details: string, extra: Record<string, string> = {}): void {
+    this.details = details;
+    const { res } = this;
+    if (!res.headersSent) {
+      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), ...extra });
+      res.end(body);
+      this.responseBytes = Buffer.byteLength(body);
+    } else res.destroy();
+    this.done(status);
+  }
+
+  /** done records metrics and one access log line, once. */
+  done(status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    const ms = this.elapsedMs();
+    const flags = this.flags.size > 0 ? [...this.flags].join(',') : '-';
+    this.labels.response_code = String(status);
+    this.labels.response_flags = flags;
+    this.ctx.metrics.record(this.labels, ms, this.requestBytes, this.responseBytes);
+    const { req, view, upstream, trace } = this;
+    const sock = req.socket as TLSSocket;
+    const firstByte = upstream.firstByteMs;
+    const entry: AccessLogEntry = {
+      start_time: this.startTime.toISOString(),
+      direction: this.ctx.direction,
+      route_name: this.routeName,
+      method: view.method,
+      path: view.path,
+      protocol: `HTTP/${req.httpVersion}`,
+      response_code: status,
+      response_flags: flags,
+      response_code_details: this.details,
+      bytes_received: this.requestBytes,
+      bytes_sent: this.responseBytes,
+      duration: roundMs(ms),
+      request_duration: this.requestDoneMs !== undefined ? roundMs(this.requestDoneMs) : null,
+      response_duration: firstByte !== undefined ? roundMs(firstByte) : null,
+      response_tx_duration: firstByte !== undefined ? roundMs(ms - firstByte) : null,
+      upstream_service_time: upstream.serviceTimeMs !== undefined ? Math.round(upstream.serviceTimeMs) : null,
+      x_forwarded_for: headerString(req.headers['x-forwarded-for']),
+      user_agent: headerString(req.headers['user-agent']),
+      request_id: headerString(req.headers['x-request-id']) ?? upstream.requestId ?? null,
+      authority: view.authority,
+      upstream_host: upstream.host ?? null,
+      upstream_cluster: upstream.cluster ?? null,
+      upstream_local_address: upstream.localAddress ?? null,
+      downstream_local_address: sock.localAddress ? `${sock.localAddress}:${sock.localPort ?? 0}` : null,
+      downstream_remote_address: sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort ?? 0}` : null,
+      requested_server_name: typeof sock.servername === 'string' ? sock.servername : null,
+      upstream_transport_failure_reason: upstream.failureReason ?? null,
+      downstream_peer_principal: this.peer?.principal ?? null,
+      upstream_peer_principal: upstream.upstreamPrincipal ?? null,
+      attempts: upstream.attempts ?? 0,
+      trace_id: trace?.traceId ?? null,
+      span_id: trace?.spanId ?? null,
+      parent_span_id: trace?.parentSpanId ?? null,
+    };
+    this.ctx.accessLog.info(entry, 'access');
+  }
+}
+
+/**
+ * createHttpHandler builds the request handler of one HTTP connection manager: route lookup (absolute-form and
+ * Host-header requests), a trace span per hop (W3C `traceparent` and B3), fault injection (delay, then abort,
+ * each by percentage), direct responses and redirects, weighted cluster choice, header mutations, then the
+ * router (`router.ts`: consistent-hash keys, circuit breakers, retries, timeouts, mirroring), Istio metrics and a
+ * JSON access log line per request. Local replies use Envoy's response flags (NR, NC, UH, UF, UC, UT, UO, URX,
+ * DI, FI, DC).
+ */
+export function createHttpHandler(
+  ctx: HttpHandlerContext,
+): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  return (req, res) => {
+    ctx.drain?.track(res);
+    const x = new Exchange(ctx, req, res);
+    const path = x.view.path;
     if (/^https?:\/\//i.test(path)) {
       try {
         const u = new URL(path);
-        authority = u.host;
-        path = `${u.pathname}${u.search}`;
-        scheme = u.protocol.slice(0, -1);
+        x.view = { ...x.view, authority: u.host, path: `${u.pathname}${u.search}`, scheme: u.protocol.slice(0, -1) };
       } catch {
-        flag = 'DPE';
-        return finish(400, 'bad request target\n');
+        x.flags.add('DPE');
+        return x.localReply(400, 'bad request target\n', 'http1.invalid_url');
       }
     }
-    const view: RequestView = { method: req.method ?? 'GET', authority, path, scheme, headers: req.headers };
-    req.on('data', (c: Buffer) => (requestBytes += c.length));
-
-    function finish(status: number, body: string, extra: Record<string, string> = {}): void {
-      if (!res.headersSent) {
-        res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), ...extra });
-        res.end(body);
-      } else res.destroy();
-      responseBytes = Buffer.byteLength(body);
-      done(status);
-    }
-
-    function done(status: number): void {
-      labels.response_code = String(status);
-      labels.response_flags = flag;
-      const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      ctx.metrics.record(labels, ms, requestBytes, responseBytes);
-      ctx.accessLog.info(
-        {
-          start_time: startTime.toISOString(),
-          direction: ctx.direction,
-          method: view.method,
-          path: view.path,
-          authority: view.authority,
-          protocol: `HTTP/${req.httpVersion}`,
-          response_code: status,
-          response_flags: flag,
-          duration_ms: Math.round(ms * 1000) / 1000,
-          bytes_received: requestBytes,
-          bytes_sent: responseBytes,
-          upstream_cluster: upstreamCluster,
-          upstream_host: upstreamHost,
-          downstream_peer_principal: peer?.principal ?? null,
-          request_id: req.headers['x-request-id'] ?? null,
-        },
-        'access',
-      );
-    }
-
-    const table = ctx.routes();
-    const hit = table?.route(view);
+    const hit = ctx.routes()?.route(x.view);
     if (!hit) {
-      flag = 'NR';
-      return finish(404, 'no route\n');
+      x.flags.add('NR');
+      return x.localReply(404, 'no route\n', 'route_not_found');
     }
-    const route = hit.route;
-    void serve(route);
-
-    async function serve(route: RouteEntry): Promise<void> {
-      if (route.fault?.delayMs !== undefined && Math.random() < (route.fault.delayFraction ?? 1)) {
-        flag = 'DI';
-        await new Promise((r) => setTimeout(r, route.fault?.delayMs));
-      }
-      if (route.fault?.abortStatus !== undefined && Math.random() < (route.fault.abortFraction ?? 1)) {
-        flag = 'FI';
-        return finish(route.fault.abortStatus, 'fault filter abort');
-      }
-      const action = route.action;
-      if (action.kind === 'direct') return finish(action.status, action.body);
-      if (action.kind === 'redirect') {
-        let p = action.path ?? view.path;
-        if (action.prefixRewrite)
-          p = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length);
-        if (action.stripQuery) p = p.split('?')[0] ?? p;
-        const host = (action.host ?? view.authority.split(':')[0] ?? '') + (action.port ? `:${action.port}` : '');
-        return finish(action.status, '', { location: `${action.scheme ?? view.scheme}://${host}${p}` });
-      }
-      const clusterName = pickCluster(action);
-      upstreamCluster = clusterName;
-      const cluster = ctx.clusters.get(clusterName);
-      if (!cluster) {
-        flag = 'NC';
-        return finish(503, 'no cluster\n');
-      }
-
-      const headers: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-      let upstreamPath = view.path;
-      let upstreamAuthority = view.authority;
-      if (action.prefixRewrite)
-        upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
-      if (action.regexRewrite) {
-        const [p, q] = [
-          upstreamPath.split('?')[0] ?? '',
-          upstreamPath.includes('?') ? upstreamPath.slice(upstreamPath.indexOf('?')) : '',
-        ];
-        upstreamPath = p.replace(action.regexRewrite.pattern, action.regexRewrite.substitution) + q;
-      }
-      if (action.hostRewrite !== undefined) upstreamAuthority = action.hostRewrite;
-      headers['x-request-id'] ??= randomUUID();
-      headers['x-forwarded-proto'] ??= view.scheme;
-      if (ctx.direction === 'inbound') {
-        if (ctx.forwardClientCert === 'SANITIZE' || ctx.forwardClientCert === 'SANITIZE_SET')
-          delete headers['x-forwarded-client-cert'];
-        if (ctx.forwardClientCert === 'SANITIZE_SET' && peer) headers['x-forwarded-client-cert'] = xfcc(peer, ctx.self);
-      }
-      applyMutations(headers, route.requestHeadersToAdd, route.requestHeadersToRemove);
-      const dest = cluster.endpoints.find((e) => e.workload)?.workload;
-      if (ctx.direction === 'outbound') {
-        const parts = clusterName.split('|');
-        const svcHost = parts[3] ?? '';
-        Object.assign(labels, {
-          destination_service: svcHost,
-          destination_service_name: svcHost.split('.')[0] ?? 'unknown',
-          destination_service_namespace: svcHost.split('.')[1] ?? 'unknown',
-          connection_security_policy: cluster.mtls ? 'unknown' : 'none',
-        });
-      }
-
-      // Buffer the body (bounded) so that a retry can resend it.
-      const canRetry = (action.retry?.numRetries ?? 0) > 0;
-      let body: Buffer | undefined;
-      if (canRetry) {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        let tooBig = false;
-        for await (const c of req) {
-          size += (c as Buffer).length;
-          if (size > MAX_RETRY_BUFFER_BYTES) {
-            tooBig = true;
-            break;
-          }
-          chunks.push(c as Buffer);
-        }
-        if (tooBig) {
-          flag = 'DPE';
-          return finish(413, 'payload too large\n');
-        }
-        body = Buffer.concat(chunks);
-      }
-
-      const deadline = action.timeoutMs > 0 ? Date.now() + action.timeoutMs : Infinity;
-      const tried = new Set<Endpoint>();
-      const maxAttempts = 1 + (action.retry?.numRetries ?? 0);
-      let last: Attempt = {};
-      for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-        const ep = ctx.clusters.pickEndpoint(cluster, tried);
-        if (!ep) {
-          flag = 'UH';
-          return finish(503, 'no healthy upstream\n');
-        }
-        tried.add(ep);
-        if (ep.workload && ctx.direction === 'outbound') {
-          Object.assign(labels, {
-            destination_workload: ep.workload.name,
-            destination_workload_namespace: ep.workload.namespace,
-            destination_app: ep.workload.app,
-            destination_version: ep.workload.version,
-            destination_cluster: ep.workload.cluster,
-          });
-        } else if (dest && ctx.direction === 'outbound') labels.destination_workload = dest.name;
-        const remaining = deadline - Date.now();
-        const perTry = action.retry?.perTryTimeoutMs ?? 0;
-        const timeout = Math.min(remaining, perTry > 0 ? perTry : Infinity);
-        if (timeout <= 0) {
-          flag = 'UT';
-          return finish(504, 'upstream request timeout\n');
-        }
-        last = await sendOnce(cluster, ep, headers, upstreamPath, upstreamAuthority, body, timeout);
-        upstreamHost = `${ep.address}:${ep.port}`;
-        const status = last.res?.statusCode;
-        const more = attempt < maxAttempts && retriable(action, status, last.flag);
-        if (!more) break;
-        last.res?.resume();
-        if (attempt + 1 === maxAttempts) flag = 'URX';
-      }
-      if (!last.res) {
-        flag = last.flag === 'UT' ? 'UT' : flag === 'URX' ? 'URX' : (last.flag ?? 'UF');
-        const status = flag === 'UT' ? 504 : 503;
-        return finish(
-          status,
-          flag === 'UT' ? 'upstream request timeout\n' : 'upstream connect error or disconnect/reset before headers\n',
-        );
-      }
-      if (flag === 'URX' && !retriable(action, last.res.statusCode, undefined)) flag = '-';
-      const ures = last.res;
-      if (ctx.direction === 'outbound' && cluster.mtls) labels.connection_security_policy = 'unknown';
-      const outHeaders: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) outHeaders[k] = v;
-      applyMutations(outHeaders, route.responseHeadersToAdd, route.responseHeadersToRemove);
-      res.writeHead(ures.statusCode ?? 502, outHeaders);
-      ures.on('data', (c: Buffer) => (responseBytes += c.length));
-      ures.pipe(res);
-      ures.on('end', () => done(ures.statusCode ?? 502));
-      ures.on('error', () => {
-        flag = 'UC';
-        res.destroy();
-        done(ures.statusCode ?? 502);
-      });
-    }
-
-    function sendOnce(
-      cluster: UpstreamCluster,
-      ep: Endpoint,
-      headers: Record<string, string | string[]>,
-      upstreamPath: string,
-      upstreamAuthority: string,
-      body: Buffer | undefined,
-      timeoutMs: number,
-    ): Promise<Attempt> {
-      return new Promise((resolve) => {
-        const target = ctx.clusters.upstreamTarget(cluster, ep);
-        const mod = cluster.mtls ? https : http;
-        const ureq = mod.request({
-          host: target.host,
-          port: target.port,
-          method: view.method,
-          path: upstreamPath,
-          headers: { ...headers, host: upstreamAuthority },
-          agent: cluster.agent,
-          ...(cluster.mtls ? { servername: cluster.mtls.sni } : {}),
-        });
-        let settled = false;
-        const settle = (a: Attempt): void => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          resolve(a);
-        };
-        const timer = Number.isFinite(timeoutMs)
-          ? setTimeout(() => {
-              ureq.destroy();
-              settle({ flag: 'UT', endpoint: ep });
-            }, timeoutMs)
-          : undefined;
-        ureq.on('response', (r) => settle({ res: r, endpoint: ep }));
-        ureq.on('error', (err: NodeJS.ErrnoException) => {
-          const connect =
-            err.code === 'ECONNREFUSED' ||
-            err.code === 'EHOSTUNREACH' ||
-            err.code === 'ETIMEDOUT' ||
-            isPkiError(err) ||
-            /certificate|SAN|SPIFFE|tls|ssl/i.test(err.message);
-          settle({ flag: connect ? 'UF' : 'UC', endpoint: ep });
-        });
-        if (body !== undefined) ureq.end(body);
-        else req.pipe(ureq);
-      });
-    }
+    x.routeName = hit.route.name || null;
+    serve(x, hit.vh, hit.route).catch((err: unknown) => {
+      ctx.accessLog.error({ err }, 'request failed');
+      x.localReply(500, 'internal error\n', 'internal_error');
+    });
   };
+}
+
+async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Promise<void> {
+  const { ctx, req, view } = x;
+  x.trace = startSpan(req.headers, ctx.samplingPercent, x.random);
+  const fault = route.fault;
+  if (fault?.delayMs !== undefined && x.random() < (fault.delayFraction ?? 1)) {
+    x.flags.add('DI');
+    await new Promise((r) => setTimeout(r, fault.delayMs));
+  }
+  if (fault?.abortStatus !== undefined && x.random() < (fault.abortFraction ?? 1)) {
+    x.flags.add('FI');
+    return x.localReply(fault.abortStatus, 'fault filter abort', 'fault_filter_abort');
+  }
+  const action = route.action;
+  if (action.kind === 'direct') return x.localReply(action.status, action.body, 'direct_response');
+  if (action.kind === 'redirect') {
+    let p = action.path ?? view.path;
+    if (action.prefixRewrite)
+      p = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length);
+    if (action.stripQuery) p = p.split('?')[0] ?? p;
+    const host = (action.host ?? view.authority.split(':')[0] ?? '') + (action.port ? `:${action.port}` : '');
+    return x.localReply(action.status, '', 'direct_response', {
+      location: `${action.scheme ?? view.scheme}://${host}${p}`,
+    });
+  }
+  const clusterName = pickCluster(action, x.random);
+  x.upstream.cluster = clusterName;
+  const cluster = ctx.clusters.get(clusterName);
+  if (!cluster) {
+    x.flags.add('NC');
+    return x.localReply(503, 'no cluster\n', 'cluster_not_found');
+  }
+
+  const headers: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+  let upstreamPath = view.path;
+  if (action.prefixRewrite)
+    upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
+  if (action.regexRewrite) {
+    const q = upstreamPath.indexOf('?');
+    const [p, query] = q >= 0 ? [upstreamPath.slice(0, q), upstreamPath.slice(q)] : [upstreamPath, ''];
+    upstreamPath = p.replace(action.regexRewrite.pattern, action.regexRewrite.substitution) + query;
+  }
+  headers['x-request-id'] ??= randomUUID();
+  const requestId = headerString(headers['x-request-id']);
+  if (requestId !== null) x.upstream.requestId = requestId;
+  headers['x-forwarded-proto'] ??= view.scheme;
+  if (ctx.direction === 'inbound') {
+    if (ctx.forwardClientCert === 'SANITIZE' || ctx.forwardClientCert === 'SANITIZE_SET')
+      delete headers['x-forwarded-client-cert'];
+    if (ctx.forwardClientCert === 'SANITIZE_SET' && x.peer) headers['x-forwarded-client-cert'] = xfcc(x.peer, ctx.self);
+  }
+  applyMutations(headers, route.requestHeadersToAdd, route.requestHeadersToRemove);
+  injectSpan(headers, x.trace);
+  if (ctx.direction === 'outbound') {
+    const svcHost = clusterName.split('|')[3] ?? '';
+    Object.assign(x.labels, {
+      destination_service: svcHost,
+      destination_service_name: svcHost.split('.')[0] ?? 'unknown',
+      destination_service_namespace: svcHost.split('.')[1] ?? 'unknown',
+      connection_security_policy: cluster.mtls ? 'unknown' : 'none',
+    });
+  }
+  const q = view.path.indexOf('?');
+  const { hash, setCookie } = computeHash(action.hashPolicy, {
+    headers: req.headers,
+    query: new URLSearchParams(q >= 0 ? view.path.slice(q + 1) : ''),
+    sourceIp: req.socket.remoteAddress ?? '',
+  });
+
+  // Retries and mirrors resend the body: buffer it, bounded.
+  let body: Buffer | undefined;
+  if ((action.retry?.numRetries ?? 0) > 0 || action.mirrors.length > 0) {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > MAX_RETRY_BUFFER_BYTES) {
+        x.flags.add('DPE');
+        return x.localReply(413, 'payload too large\n', 'request_payload_too_large');
+      }
+      chunks.push(c as Buffer);
+    }
+    body = Buffer.concat(chunks);
+  }
+
+  const result = await forward(ctx, x.res, {
+    cluster,
+    action,
+    vh,
+    method: view.method,
+    path: upstreamPath,
+    authority: action.hostRewrite ?? view.authority,
+    headers,
+    body: body ?? req,
+    hash,
+    random: x.random,
+    elapsedMs: () => x.elapsedMs(),
+    onEndpoint: (ep) => {
+      if (ctx.direction === 'outbound' && ep.workload)
+        Object.assign(x.labels, {
+          destination_workload: ep.workload.name,
+          destination_workload_namespace: ep.workload.namespace,
+          destination_app: ep.workload.app,
+          destination_version: ep.workload.version,
+          destination_cluster: ep.workload.cluster,
+        });
+    },
+  });
+  x.upstream = { ...x.upstream, ...result };
+  for (const f of result.flags) x.flags.add(f);
+  if (result.res === undefined) {
+    const r = result.local ?? { status: 503, body: 'no response\n', details: 'upstream_reset_before_response_started' };
+    return x.localReply(r.status, r.body, r.details, r.headers);
+  }
+  respond(x, route, vh, result, setCookie);
+}
+
+function respond(
+  x: Exchange,
+  route: RouteEntry,
+  vh: VirtualHostEntry,
+  result: ForwardResult,
+  setCookie: string | undefined,
+): void {
+  const ures = result.res;
+  if (!ures) return;
+  const { res } = x;
+  if (x.upstream.upstreamPrincipal && x.ctx.direction === 'outbound')
+    x.labels.destination_principal = x.upstream.upstreamPrincipal;
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+  applyMutations(out, route.responseHeadersToAdd, route.responseHeadersToRemove);
+  if (result.serviceTimeMs !== undefined)
+    out['x-envoy-upstream-service-time'] = String(Math.round(result.serviceTimeMs));
+  if (vh.includeAttemptCountInResponse) out['x-envoy-attempt-count'] = String(result.attempts);
+  if (setCookie) {
+    const cur = out['set-cookie'];
+    out['set-cookie'] = cur === undefined ? [setCookie] : [...(Array.isArray(cur) ? cur : [cur]), setCookie];
+  }
+  const status = ures.statusCode ?? 502;
+  res.writeHead(status, out);
+  ures.on('data', (c: Buffer) => (x.responseBytes += c.length));
+  ures.pipe(res);
+  // The route timeout (and per-try timeout) cover the response body too (Envoy's `timeout` spans until the
+  // upstream response is complete): past it the stream is reset.
+  const bodyTimer =
+    result.bodyDeadlineMs !== undefined && Number.isFinite(result.bodyDeadlineMs)
+      ? setTimeout(
+          () => {
+            x.flags.add('UT');
+            x.details = 'upstream_response_timeout';
+            ures.destroy();
+            res.destroy();
+            x.done(status);
+          },
+          Math.max(0, result.bodyDeadlineMs - Date.now()),
+        )
+      : undefined;
+  ures.on('end', () => {
+    clearTimeout(bodyTimer);
+    x.done(status);
+  });
+  ures.on('error', () => {
+    clearTimeout(bodyTimer);
+    x.flags.add('UC');
+    x.details = 'upstream_reset_after_response_started';
+    res.destroy();
+    x.done(status);
+  });
+  res.on('close', () => {
+    if (!res.writableFinished) {
+      clearTimeout(bodyTimer);
+      x.flags.add('DC');
+      ures.destroy();
+      x.done(status);
+    }
+  });
 }

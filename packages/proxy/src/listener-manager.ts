@@ -134,9 +134,12 @@ export class ListenerManager {
     }
   }
 
-  /** stopAccepting closes every listening socket (drain); open connections continue. */
-  stopAccepting(): void {
-    for (const l of this.active.values()) l.server.close();
+  /**
+   * stopAccepting closes the listening sockets (drain), of every listener or of those `which` selects by name;
+   * new connections are refused and open connections continue.
+   */
+  stopAccepting(which?: (name: string) => boolean): void {
+    for (const l of this.active.values()) if (!which || which(l.name)) l.server.close();
   }
 
   /** close stops every listener and destroys its connections. */

@@ -1,5 +1,6 @@
 import {
   durationMs,
+  type EnvoyHashPolicy,
   type EnvoyRoute,
   type EnvoyRouteConfiguration,
   type EnvoyStringMatcher,
@@ -38,6 +39,19 @@ export interface RetryPolicy {
   numRetries: number;
   perTryTimeoutMs: number;
   retriableStatusCodes: Set<number>;
+  /** backoffBaseMs and backoffMaxMs are `retry_back_off` (Envoy's defaults: 25 ms and 10 × base). */
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** previousHosts is the `envoy.retry_host_predicates.previous_hosts` predicate: retries avoid hosts already tried. */
+  previousHosts: boolean;
+}
+
+/** MirrorPolicy is one `request_mirror_policies` entry: the shadow cluster and the fraction (0..1) mirrored. */
+export interface MirrorPolicy {
+  cluster: string;
+  fraction: number;
+  /** appendShadowSuffix appends `-shadow` to the mirrored request's host (unless `disable_shadow_host_suffix_append`). */
+  appendShadowSuffix: boolean;
 }
 
 /** RouteEntry is one compiled route: a match function and what to do with a matching request. */
@@ -54,7 +68,8 @@ export interface RouteEntry {
         prefixRewrite?: { prefix: string; replacement: string };
         regexRewrite?: { pattern: RegExp; substitution: string };
         hostRewrite?: string;
-        mirrors: { cluster: string; fraction: number }[];
+        mirrors: MirrorPolicy[];
+        hashPolicy?: EnvoyHashPolicy[];
       }
     | {
         kind: 'redirect';
@@ -78,6 +93,10 @@ export interface RouteEntry {
 export interface VirtualHostEntry {
   name: string;
   routes: RouteEntry[];
+  /** includeRequestAttemptCount sends `x-envoy-attempt-count` upstream (`include_request_attempt_count`). */
+  includeRequestAttemptCount: boolean;
+  /** includeAttemptCountInResponse returns `x-envoy-attempt-count` downstream (`include_attempt_count_in_response`). */
+  includeAttemptCountInResponse: boolean;
 }
 
 /**
@@ -97,6 +116,8 @@ export class RouteTable {
       const entry: VirtualHostEntry = {
         name: vh.name,
         routes: (vh.routes ?? []).map((r, j) => compileRoute(r, `virtual_hosts[${i}].routes[${j}]`)),
+        includeRequestAttemptCount: vh.include_request_attempt_count === true,
+        includeAttemptCountInResponse: vh.include_attempt_count_in_response === true,
       };
       vh.domains.forEach((d, k) => {
         const domain = d.toLowerCase();
@@ -268,8 +289,10 @@ function compileAction(r: EnvoyRoute, where: string): RouteEntry['action'] {
       mirrors: (a.request_mirror_policies ?? []).map((p) => ({
         cluster: p.cluster,
         fraction: fraction(p.runtime_fraction?.default_value),
+        appendShadowSuffix: p.disable_shadow_host_suffix_append !== true,
       })),
     };
+    if (a.hash_policy && a.hash_policy.length > 0) action.hashPolicy = a.hash_policy;
     if (a.retry_policy) {
       const rp = a.retry_policy;
       action.retry = {
@@ -282,7 +305,17 @@ function compileAction(r: EnvoyRoute, where: string): RouteEntry['action'] {
         numRetries: rp.num_retries?.value ?? 1,
         perTryTimeoutMs: durationMs(rp.per_try_timeout),
         retriableStatusCodes: new Set(rp.retriable_status_codes ?? []),
+        backoffBaseMs: rp.retry_back_off ? durationMs(rp.retry_back_off.base_interval) : 25,
+        backoffMaxMs: 0,
+        previousHosts: (rp.retry_host_predicate ?? []).length > 0,
       };
+      const base = action.retry.backoffBaseMs;
+      if (base <= 0) throw new Error(`${where}.route.retry_policy.retry_back_off.base_interval: must be > 0`);
+      action.retry.backoffMaxMs = rp.retry_back_off?.max_interval
+        ? durationMs(rp.retry_back_off.max_interval)
+        : base * 10;
+      if (action.retry.backoffMaxMs < base)
+        throw new Error(`${where}.route.retry_policy.retry_back_off.max_interval: must be ≥ base_interval`);
     }
     if (a.prefix_rewrite !== undefined) {
       if (prefix === undefined) throw new Error(`${where}.route.prefix_rewrite: needs a prefix match`);

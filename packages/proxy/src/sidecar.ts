@@ -5,6 +5,8 @@ import { AdsClient, type XdsNode } from '@fedmesh/xds';
 import { AdminServer } from './admin.js';
 import { CertManager, type WorkloadCertificate } from './cert-manager.js';
 import { ClusterManager } from './cluster-manager.js';
+import { ClusterStats } from './cluster-stats.js';
+import { DrainController } from './drain.js';
 import { ListenerManager, type AcceptedListener, type HandshakeObserver } from './listener-manager.js';
 import { ProxyMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
@@ -42,7 +44,17 @@ export interface SidecarOptions {
   mtlsPort: number;
   log: Logger;
   accessLog: Logger;
+  /** drainDurationMs is how long a drain waits for in-flight requests (Istio's terminationDrainDuration, 5 s). */
+  drainDurationMs?: number;
+  /** onQuit runs on admin `POST /quitquitquit`; by default the sidecar drains and stops itself. */
+  onQuit?: () => void;
 }
+
+/** DEFAULT_DRAIN_DURATION_MS is Istio's default `terminationDrainDuration` (5 s). */
+export const DEFAULT_DRAIN_DURATION_MS = 5_000;
+
+/** XDS_RECONNECT_BACKOFF_MAX_MS caps the gRPC channel's own reconnect back-off (its default, 120 s, is too slow). */
+export const XDS_RECONNECT_BACKOFF_MAX_MS = 15_000;
 
 /**
  * istioNodeId builds Istio's sidecar node ID `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`.
@@ -60,6 +72,9 @@ export class Sidecar {
   readonly metrics = new ProxyMetrics();
   readonly clusters: ClusterManager;
   readonly listeners: ListenerManager;
+  /** drain tracks in-flight requests and the drain state (SIGTERM, `/drain_listeners`). */
+  readonly drain = new DrainController();
+  readonly clusterStats: ClusterStats;
   private readonly certs: CertManager;
   private ads: AdsClient | undefined;
   private admin: AdminServer | undefined;
@@ -73,7 +88,17 @@ export class Sidecar {
   constructor(readonly opts: SidecarOptions) {
     this.trustBundlePem = opts.rootCertPem;
     const onHandshake: HandshakeObserver = (direction, result) => this.metrics.tlsHandshakes.inc({ direction, result });
-    this.clusters = new ClusterManager({ mtlsPort: opts.mtlsPort, onHandshake });
+    this.clusterStats = new ClusterStats(this.metrics.registry, () => this.clusters);
+    const xlog = opts.log.child({ scope: 'outlier' });
+    this.clusters = new ClusterManager({
+      mtlsPort: opts.mtlsPort,
+      onHandshake,
+      onEject: (cluster, host, type, ms) => {
+        this.clusterStats.ejectionsEnforced.inc({ cluster_name: cluster });
+        xlog.info({ cluster, host, type, durationMs: ms }, 'host ejected');
+      },
+      onUneject: (cluster, host) => xlog.info({ cluster, host }, 'host returned'),
+    });
     this.certs = new CertManager({
       caAddress: opts.discoveryAddress,
       rootCertPem: opts.rootCertPem,
@@ -89,6 +114,8 @@ export class Sidecar {
       onHandshake,
       handlerContext: {
         clusters: this.clusters,
+        stats: this.clusterStats,
+        drain: this.drain,
         metrics: this.metrics,
         accessLog: opts.accessLog,
         self: {
@@ -111,10 +138,16 @@ export class Sidecar {
   /** node returns the xDS Node the proxy presents (Istio's metadata keys). */
   node(): XdsNode {
     const o = this.opts;
+    const locality = {
+      region: o.labels['topology.kubernetes.io/region'] ?? '',
+      zone: o.labels['topology.kubernetes.io/zone'] ?? '',
+      sub_zone: o.labels['topology.istio.io/subzone'] ?? '',
+    };
     return {
       id: istioNodeId(o.ip, o.podName, o.namespace),
       cluster: `${o.workloadName}.${o.namespace}`,
       user_agent_name: 'fedmesh-proxy',
+      ...(locality.region || locality.zone || locality.sub_zone ? { locality } : {}),
       metadata: {
         NAMESPACE: o.namespace,
         SERVICE_ACCOUNT: o.serviceAccount,
@@ -146,6 +179,8 @@ export class Sidecar {
       channelOptions: {
         'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
         'grpc.default_authority': 'istiod.istio-system.svc',
+        'grpc.initial_reconnect_backoff_ms': 250,
+        'grpc.max_reconnect_backoff_ms': XDS_RECONNECT_BACKOFF_MAX_MS,
       },
       node: this.node(),
       log: this.opts.log.child({ scope: 'xds' }),
@@ -163,6 +198,36 @@ export class Sidecar {
     this.listeners.close();
     this.clusters.close();
     await this.admin?.close();
+  }
+
+  /**
+   * drainListeners is Envoy's admin `POST /drain_listeners`: the listeners (inbound only when `inboundOnly`) stop
+   * accepting connections, so new connections are refused, and responses ask clients to close their keep-alive
+   * connections. In-flight requests continue.
+   */
+  drainListeners(inboundOnly = false): void {
+    this.drain.begin();
+    this.listeners.stopAccepting(inboundOnly ? (name) => name === 'virtualInbound' : undefined);
+  }
+
+  /**
+   * shutdown is the SIGTERM path: drain every listener, wait up to `drainDurationMs` (default 5 s) for in-flight
+   * requests to finish, then stop. Resolves true when nothing was cut off.
+   */
+  async shutdown(drainDurationMs = this.opts.drainDurationMs ?? DEFAULT_DRAIN_DURATION_MS): Promise<boolean> {
+    this.drainListeners();
+    const inflight = this.drain.inflightRequests();
+    this.opts.log.info({ inflight, drainDurationMs }, 'draining');
+    const clean = await this.drain.idle(drainDurationMs);
+    if (!clean) this.opts.log.warn({ inflight: this.drain.inflightRequests() }, 'drain window over; closing');
+    await this.stop();
+    return clean;
+  }
+
+  /** quit is admin `POST /quitquitquit`: the `onQuit` option, else drain and stop. */
+  quit(): void {
+    if (this.opts.onQuit) return this.opts.onQuit();
+    void this.shutdown();
   }
 
   /** adsState returns the xDS client's per-type state (for `/config_dump`). */

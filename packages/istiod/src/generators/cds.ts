@@ -13,6 +13,7 @@ import {
   toResource,
   type GeneratedResource,
 } from './common.js';
+import { applyLoadBalancer, applyOutlierDetection, circuitBreakers, httpProtocolOptions } from './traffic-policy.js';
 
 /** effectivePolicy merges a DestinationRule's traffic policies for one subset and port: subset over port-level over top level (Istio's `MergeTrafficPolicy`). */
 export function effectivePolicy(
@@ -32,14 +33,6 @@ export function effectivePolicy(
   const sub = pick(subset);
   return { ...base, ...Object.fromEntries(Object.entries(sub).filter(([, v]) => v !== undefined)) };
 }
-
-const LB: Record<string, string | undefined> = {
-  ROUND_ROBIN: 'ROUND_ROBIN',
-  RANDOM: 'RANDOM',
-  LEAST_REQUEST: 'LEAST_REQUEST',
-  LEAST_CONN: 'LEAST_REQUEST',
-  UNSPECIFIED: undefined,
-};
 
 function outboundCluster(
   push: PushContext,
@@ -62,14 +55,11 @@ function outboundCluster(
       policy.connectionPool?.tcp?.connectTimeout ? parseDurationMs(policy.connectionPool.tcp.connectTimeout) : 10_000,
     ),
   };
-  const lb = policy.loadBalancer?.simple ? LB[policy.loadBalancer.simple] : undefined;
-  if (lb) cluster.lb_policy = lb;
-  if (policy.loadBalancer?.consistentHash || policy.loadBalancer?.localityLbSetting)
-    warnings.push(
-      `${name}: loadBalancer consistentHash/localityLbSetting not yet supported by the fedmesh proxy; using ${lb ?? 'ROUND_ROBIN'}`,
-    );
-  if (policy.outlierDetection)
-    warnings.push(`${name}: outlierDetection not yet supported by the fedmesh proxy; ignored`);
+  applyLoadBalancer(cluster, policy, name, warnings);
+  cluster.circuit_breakers = circuitBreakers(policy);
+  const protocolOptions = httpProtocolOptions(policy, name, warnings);
+  if (protocolOptions) cluster.typed_extension_protocol_options = protocolOptions;
+  applyOutlierDetection(cluster, policy);
   const mode = policy.tls?.mode;
   if (mode === 'SIMPLE' || mode === 'MUTUAL') {
     warnings.push(`${name}: DestinationRule tls mode ${mode} (origination) not yet supported; cluster left out`);
@@ -103,8 +93,9 @@ function outboundCluster(
  * generateClusters is the CDS generator (Istio's `CdsGenerator`): for every service port visible to the proxy,
  * `outbound|<port>||<host>` and one `outbound|<port>|<subset>|<host>` per DestinationRule subset, using the
  * effective traffic policy (subset over port-level over top-level); mTLS when the DestinationRule says
- * ISTIO_MUTUAL or, with no TLS setting, when every endpoint has a sidecar (auto mTLS). Then `inbound|<port>||`
- * STATIC clusters to the proxy's own workload for each service port selecting it. Pure: push and proxy in,
+ * ISTIO_MUTUAL or, with no TLS setting, when every endpoint has a sidecar (auto mTLS); load balancer, circuit
+ * breakers, connection pool and outlier detection as `traffic-policy.ts` translates them. Then `inbound|<port>||`
+ * STATIC clusters to the proxy's own workload for each service port selecting it (Istio's default circuit breakers). Pure: push and proxy in,
  * resources out; problems are appended to `warnings`.
  */
 export function generateClusters(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
@@ -125,6 +116,7 @@ export function generateClusters(push: PushContext, proxy: ProxyModel, warnings:
         name,
         type: 'STATIC',
         connect_timeout: durationToProto(10_000),
+        circuit_breakers: circuitBreakers({}),
         load_assignment: {
           cluster_name: name,
           endpoints: [

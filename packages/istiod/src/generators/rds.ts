@@ -4,7 +4,9 @@ import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import { isHttpProtocol, type MeshService, type ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
+import { effectivePolicy } from './cds.js';
 import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { hashPolicy } from './traffic-policy.js';
 
 /** OUTBOUND_ROUTE_NAME is the RouteConfiguration the explicit outbound listener (15001) uses. */
 export const OUTBOUND_ROUTE_NAME = 'outbound';
@@ -115,8 +117,30 @@ function destinationCluster(
   return outboundClusterName(port ?? vhostPort, dest.subset ?? '', host);
 }
 
+/**
+ * destinationHashPolicy returns the route `hash_policy` for a destination: the consistent hash of the effective
+ * DestinationRule policy (subset over port over top level) that the proxy uses for that host (Istio's
+ * `hashForHTTPDestination`).
+ */
+function destinationHashPolicy(
+  push: PushContext,
+  proxyNs: string,
+  vsNs: string,
+  dest: { host: string; subset?: string | undefined; port?: { number?: number | undefined } | undefined },
+  vhostPort: number,
+): object[] | undefined {
+  const host = push.resolveHost(dest.host, vsNs);
+  const dr = push.destinationRuleFor(host, proxyNs);
+  if (!dr) return undefined;
+  const svc = push.service(host);
+  const port = dest.port?.number ?? (svc && svc.ports.length === 1 ? svc.ports[0]?.port : vhostPort) ?? vhostPort;
+  const subsetPolicy = dest.subset ? dr.spec.subsets?.find((s) => s.name === dest.subset)?.trafficPolicy : undefined;
+  return hashPolicy(effectivePolicy(dr.spec.trafficPolicy, subsetPolicy, port));
+}
+
 function translateRoute(
   push: PushContext,
+  proxy: ProxyModel,
   vs: VirtualServiceObject,
   r: HTTPRoute,
   m: HTTPMatchRequest | undefined,
@@ -169,15 +193,34 @@ function translateRoute(
           .map((d) => ({ name: destinationCluster(push, ns, d.destination, port), weight: { value: d.weight ?? 0 } })),
       };
     }
+    const hashes = dests.map((d) =>
+      JSON.stringify(destinationHashPolicy(push, proxy.namespace, ns, d.destination, port) ?? null),
+    );
+    const firstHash = dests[0]
+      ? destinationHashPolicy(push, proxy.namespace, ns, dests[0].destination, port)
+      : undefined;
+    if (firstHash) action.hash_policy = firstHash;
+    if (new Set(hashes).size > 1)
+      warnings.push(
+        `${vs.metadata.name}.${ns} http[${idx}]: destinations have different consistent hash policies; using the first destination's`,
+      );
     action.timeout = durationToProto(r.timeout ? parseDurationMs(r.timeout) : 0);
     if (r.retries) {
       if ((r.retries.attempts ?? 0) > 0) {
         const rp: Record<string, unknown> = {
           retry_on: r.retries.retryOn ?? ISTIO_DEFAULT_RETRY.retry_on,
           num_retries: { value: r.retries.attempts },
-          retry_host_predicate: ISTIO_DEFAULT_RETRY.retry_host_predicate,
-          host_selection_retry_max_attempts: '5',
         };
+        if (r.retries.retryIgnorePreviousHosts !== false) {
+          rp.retry_host_predicate = ISTIO_DEFAULT_RETRY.retry_host_predicate;
+          rp.host_selection_retry_max_attempts = '5';
+        }
+        if (r.retries.backoff)
+          rp.retry_back_off = { base_interval: durationToProto(parseDurationMs(r.retries.backoff)) };
+        if (r.retries.retryRemoteLocalities)
+          warnings.push(
+            `${vs.metadata.name}.${ns} http[${idx}]: retries.retryRemoteLocalities is not supported; ignored`,
+          );
         const codes = (r.retries.retryOn ?? '')
           .split(',')
           .map((s) => s.trim())
@@ -204,7 +247,15 @@ function translateRoute(
       };
     if (r.rewrite?.authority !== undefined) action.host_rewrite_literal = r.rewrite.authority;
     const mirrors = [
-      ...(r.mirror ? [{ destination: r.mirror, percentage: r.mirrorPercentage }] : []),
+      ...(r.mirror
+        ? [
+            {
+              destination: r.mirror,
+              percentage:
+                r.mirrorPercentage ?? (r.mirrorPercent !== undefined ? { value: r.mirrorPercent } : undefined),
+            },
+          ]
+        : []),
       ...(r.mirrors ?? []),
     ];
     if (mirrors.length > 0)
@@ -272,16 +323,27 @@ export function virtualServiceRoutes(
     const matches = r.match && r.match.length > 0 ? r.match : [undefined];
     matches.forEach((m, j) => {
       if (m && !matchApplies(m, proxy, port)) return;
-      out.push(translateRoute(push, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings));
+      out.push(translateRoute(push, proxy, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings));
     });
   });
   return out;
 }
 
+function defaultRouteAction(push: PushContext, proxy: ProxyModel, svc: MeshService, port: number): object {
+  const hash = destinationHashPolicy(push, proxy.namespace, svc.namespace, { host: svc.hostname }, port);
+  return {
+    cluster: outboundClusterName(port, '', svc.hostname),
+    ...(hash ? { hash_policy: hash } : {}),
+    timeout: durationToProto(0),
+    retry_policy: ISTIO_DEFAULT_RETRY,
+  };
+}
+
 /**
  * generateRoutes is the RDS generator: the `outbound` RouteConfiguration with one virtual host per visible HTTP
- * service port (`<host>:<port>`), routes from the VirtualService bound to that host, or else one default route
- * to `outbound|<port>||<host>` with Istio's default retry policy and no timeout.
+ * service port (`<host>:<port>`, with `include_request_attempt_count` as Istio sets it), routes from the
+ * VirtualService bound to that host, or else one default route to `outbound|<port>||<host>` with Istio's default
+ * retry policy and no timeout. Routes carry the `hash_policy` of their destination's consistent hash, if any.
  */
 export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
   const virtualHosts: object[] = [];
@@ -299,14 +361,10 @@ export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: s
             {
               name: 'default',
               match: { prefix: '/' },
-              route: {
-                cluster: outboundClusterName(port.port, '', svc.hostname),
-                timeout: durationToProto(0),
-                retry_policy: ISTIO_DEFAULT_RETRY,
-              },
+              route: defaultRouteAction(push, proxy, svc, port.port),
             },
           ];
-      virtualHosts.push({ name: `${svc.hostname}:${port.port}`, domains, routes });
+      virtualHosts.push({ name: `${svc.hostname}:${port.port}`, domains, routes, include_request_attempt_count: true });
     }
   }
   return [

@@ -11,6 +11,12 @@ export interface ProxyModel {
   workloadName: string;
   podName: string;
   clusterId: string;
+  /**
+   * locality is where the proxy runs (Envoy `config.core.v3.Node.locality`), used for locality-aware endpoint
+   * priorities and weights: the Node's `locality` when set, else the `topology.kubernetes.io/region|zone` and
+   * `topology.istio.io/subzone` labels, as Istio reads it. Empty strings when unknown.
+   */
+  locality: { region: string; zone: string; subZone: string };
 }
 
 /**
@@ -42,5 +48,17 @@ export function parseProxyNode(node: XdsNode): ProxyModel {
     workloadName: str('WORKLOAD_NAME') ?? podName,
     podName,
     clusterId: str('CLUSTER_ID') ?? 'Kubernetes',
+    locality: proxyLocality(node, labels),
+  };
+}
+
+function proxyLocality(node: XdsNode, labels: Record<string, string>): ProxyModel['locality'] {
+  const l = node.locality;
+  if (l && (l.region || l.zone || l.sub_zone))
+    return { region: l.region ?? '', zone: l.zone ?? '', subZone: l.sub_zone ?? '' };
+  return {
+    region: labels['topology.kubernetes.io/region'] ?? '',
+    zone: labels['topology.kubernetes.io/zone'] ?? '',
+    subZone: labels['topology.istio.io/subzone'] ?? '',
   };
 }

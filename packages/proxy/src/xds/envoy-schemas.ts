@@ -98,8 +98,46 @@ const fractionalPercent = z.strictObject({
   denominator: z.enum(['HUNDRED', 'TEN_THOUSAND', 'MILLION']).optional(),
 });
 
+/**
+ * RETRY_ON_CONDITIONS are the `retry_on` conditions the proxy implements (Envoy's `x-envoy-retry-on` and
+ * `x-envoy-retry-grpc-on` values); any other condition makes the route NACK.
+ */
+export const RETRY_ON_CONDITIONS: ReadonlySet<string> = new Set([
+  '5xx',
+  'gateway-error',
+  'reset',
+  'reset-before-request',
+  'connect-failure',
+  'envoy-ratelimited',
+  'retriable-4xx',
+  'refused-stream',
+  'retriable-status-codes',
+  'http3-post-connect-failure',
+  'cancelled',
+  'deadline-exceeded',
+  'internal',
+  'resource-exhausted',
+  'unavailable',
+]);
+
+const percent = z.strictObject({ value: z.number().min(0).max(100).optional() });
+const wrappedU64 = z.strictObject({
+  value: z.union([z.string().regex(/^\d+$/), z.number().int().min(0)]).optional(),
+});
+
 const retryPolicy = z.strictObject({
-  retry_on: z.string().optional(),
+  retry_on: z
+    .string()
+    .refine(
+      (s) =>
+        s
+          .split(',')
+          .map((c) => c.trim())
+          .every((c) => c === '' || RETRY_ON_CONDITIONS.has(c)),
+      { message: 'unsupported retry_on condition' },
+    )
+    .optional(),
+  retry_back_off: z.strictObject({ base_interval: DurationSchema, max_interval: DurationSchema.optional() }).optional(),
   num_retries: wrappedU32.optional(),
   per_try_timeout: DurationSchema.optional(),
   retriable_status_codes: z.array(u32).optional(),
@@ -113,6 +151,23 @@ const retryPolicy = z.strictObject({
     .optional(),
   host_selection_retry_max_attempts: z.union([z.string(), z.number()]).optional(),
 });
+
+const hashPolicy = z
+  .strictObject({
+    header: z.strictObject({ header_name: z.string().min(1) }).optional(),
+    cookie: z
+      .strictObject({ name: z.string().min(1), ttl: DurationSchema.optional(), path: z.string().optional() })
+      .optional(),
+    connection_properties: z.strictObject({ source_ip: z.boolean().optional() }).optional(),
+    query_parameter: z.strictObject({ name: z.string().min(1) }).optional(),
+    terminal: z.boolean().optional(),
+  })
+  .refine(
+    (h) => [h.header, h.cookie, h.connection_properties, h.query_parameter].filter((v) => v !== undefined).length === 1,
+    'exactly one of header, cookie, connection_properties, query_parameter must be set',
+  );
+/** EnvoyHashPolicy is a decoded `config.route.v3.RouteAction.HashPolicy`. */
+export type EnvoyHashPolicy = z.infer<typeof hashPolicy>;
 
 const routeAction = z
   .strictObject({
@@ -133,9 +188,11 @@ const routeAction = z
         z.strictObject({
           cluster: z.string().min(1),
           runtime_fraction: z.strictObject({ default_value: fractionalPercent }).optional(),
+          disable_shadow_host_suffix_append: z.boolean().optional(),
         }),
       )
       .optional(),
+    hash_policy: z.array(hashPolicy).optional(),
   })
   .refine(
     (a) => (a.cluster === undefined) !== (a.weighted_clusters === undefined),
@@ -195,6 +252,7 @@ const virtualHost = z.strictObject({
   domains: z.array(z.string().min(1)).min(1),
   routes: z.array(routeSchema).optional(),
   include_request_attempt_count: z.boolean().optional(),
+  include_attempt_count_in_response: z.boolean().optional(),
 });
 
 /** RouteConfigurationSchema is `config.route.v3.RouteConfiguration`. */
@@ -362,6 +420,70 @@ export const ClusterLoadAssignmentSchema = z.strictObject({
 /** EnvoyClusterLoadAssignment is a decoded ClusterLoadAssignment. */
 export type EnvoyClusterLoadAssignment = z.infer<typeof ClusterLoadAssignmentSchema>;
 
+const thresholds = z.strictObject({
+  priority: z.enum(['DEFAULT', 'HIGH']).optional(),
+  max_connections: wrappedU32.optional(),
+  max_pending_requests: wrappedU32.optional(),
+  max_requests: wrappedU32.optional(),
+  max_retries: wrappedU32.optional(),
+  retry_budget: z
+    .strictObject({ budget_percent: percent.optional(), min_retry_concurrency: wrappedU32.optional() })
+    .optional(),
+  track_remaining: z.boolean().optional(),
+});
+
+/**
+ * OutlierDetectionSchema is `config.cluster.v3.OutlierDetection`: consecutive 5xx, gateway-failure and
+ * local-origin ejection. Success-rate and failure-percentage ejection are not implemented, so
+ * `enforcing_success_rate` must be 0 (Envoy enforces it at 100% by default) and their other fields are refused.
+ */
+export const OutlierDetectionSchema = z
+  .strictObject({
+    consecutive_5xx: wrappedU32.optional(),
+    consecutive_gateway_failure: wrappedU32.optional(),
+    consecutive_local_origin_failure: wrappedU32.optional(),
+    interval: DurationSchema.optional(),
+    base_ejection_time: DurationSchema.optional(),
+    max_ejection_time: DurationSchema.optional(),
+    max_ejection_percent: z.strictObject({ value: z.number().int().min(0).max(100).optional() }).optional(),
+    enforcing_consecutive_5xx: z.strictObject({ value: z.number().int().min(0).max(100).optional() }).optional(),
+    enforcing_consecutive_gateway_failure: z
+      .strictObject({ value: z.number().int().min(0).max(100).optional() })
+      .optional(),
+    enforcing_consecutive_local_origin_failure: z
+      .strictObject({ value: z.number().int().min(0).max(100).optional() })
+      .optional(),
+    enforcing_success_rate: z.strictObject({ value: z.number().int().min(0).max(100).optional() }),
+    split_external_local_origin_errors: z.boolean().optional(),
+  })
+  .refine((o) => (o.enforcing_success_rate.value ?? 0) === 0, {
+    message: 'must be 0: success-rate outlier detection is not implemented',
+    path: ['enforcing_success_rate'],
+  });
+/** EnvoyOutlierDetection is a decoded OutlierDetection. */
+export type EnvoyOutlierDetection = z.infer<typeof OutlierDetectionSchema>;
+
+const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+
+/** HttpProtocolOptionsSchema is `extensions.upstreams.http.v3.HttpProtocolOptions` for HTTP/1.1 upstreams. */
+export const HttpProtocolOptionsSchema = z.strictObject({
+  '@type': z.literal(`type.googleapis.com/${HTTP_PROTOCOL_OPTIONS}`),
+  common_http_protocol_options: z
+    .strictObject({
+      idle_timeout: DurationSchema.optional(),
+      max_connection_duration: DurationSchema.optional(),
+      max_requests_per_connection: wrappedU32.optional(),
+    })
+    .optional(),
+  explicit_http_config: z.strictObject({ http_protocol_options: z.strictObject({}) }),
+});
+
+function isPrime(n: number): boolean {
+  if (!Number.isInteger(n) || n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
 /** ClusterSchema is `config.cluster.v3.Cluster` (EDS or STATIC discovery). */
 export const ClusterSchema = z
   .strictObject({
@@ -371,7 +493,37 @@ export const ClusterSchema = z
     eds_cluster_config: z.strictObject({ service_name: z.string().optional(), eds_config: configSource }).optional(),
     load_assignment: ClusterLoadAssignmentSchema.optional(),
     connect_timeout: DurationSchema.optional(),
-    lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM']).optional(),
+    lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV']).optional(),
+    least_request_lb_config: z
+      .strictObject({ choice_count: z.strictObject({ value: z.number().int().min(2).optional() }).optional() })
+      .optional(),
+    ring_hash_lb_config: z
+      .strictObject({
+        minimum_ring_size: wrappedU64.optional(),
+        maximum_ring_size: wrappedU64.optional(),
+        hash_function: z.enum(['XX_HASH']).optional(),
+      })
+      .optional(),
+    maglev_lb_config: z
+      .strictObject({
+        table_size: wrappedU64
+          .refine((t) => t.value === undefined || (Number(t.value) <= 5_000_011 && isPrime(Number(t.value))), {
+            message: 'table_size must be a prime ≤ 5000011',
+          })
+          .optional(),
+      })
+      .optional(),
+    common_lb_config: z
+      .strictObject({
+        healthy_panic_threshold: percent.optional(),
+        locality_weighted_lb_config: z.strictObject({}).optional(),
+      })
+      .optional(),
+    circuit_breakers: z.strictObject({ thresholds: z.array(thresholds).optional() }).optional(),
+    outlier_detection: OutlierDetectionSchema.optional(),
+    typed_extension_protocol_options: z
+      .strictObject({ [HTTP_PROTOCOL_OPTIONS]: HttpProtocolOptionsSchema.optional() })
+      .optional(),
     transport_socket: transportSocket(UpstreamTlsContextSchema).optional(),
     metadata: z.unknown().optional(),
     alt_stat_name: z.string().optional(),
@@ -383,6 +535,18 @@ export const ClusterSchema = z
   .refine((c) => c.type !== 'STATIC' || c.load_assignment !== undefined, {
     message: 'a STATIC cluster needs load_assignment',
     path: ['load_assignment'],
+  })
+  .refine((c) => c.ring_hash_lb_config === undefined || c.lb_policy === 'RING_HASH', {
+    message: 'ring_hash_lb_config needs lb_policy RING_HASH',
+    path: ['ring_hash_lb_config'],
+  })
+  .refine((c) => c.maglev_lb_config === undefined || c.lb_policy === 'MAGLEV', {
+    message: 'maglev_lb_config needs lb_policy MAGLEV',
+    path: ['maglev_lb_config'],
+  })
+  .refine((c) => c.least_request_lb_config === undefined || c.lb_policy === 'LEAST_REQUEST', {
+    message: 'least_request_lb_config needs lb_policy LEAST_REQUEST',
+    path: ['least_request_lb_config'],
   });
 /** EnvoyCluster is a decoded Cluster. */
 export type EnvoyCluster = z.infer<typeof ClusterSchema>;
@@ -412,3 +576,18 @@ export function formatIssuePath(path: readonly PropertyKey[]): string {
 export function formatZodError(err: z.ZodError): string {
   return err.issues.map((i) => `${formatIssuePath(i.path) || '(root)'}: ${i.message}`).join('; ');
 }
+
+/**
+ * TcpProxySchema is `extensions.filters.network.tcp_proxy.v3.TcpProxy` as the east-west gateway uses it: one
+ * `cluster`, `idle_timeout` (0 disables; Envoy's default is 1 h) and `max_connect_attempts` (≥ 1, default 1).
+ * Weighted clusters, access logs and tunneling are not implemented, so they are refused.
+ */
+export const TcpProxySchema = z.strictObject({
+  '@type': z.literal('type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy'),
+  stat_prefix: z.string().min(1),
+  cluster: z.string().min(1),
+  idle_timeout: DurationSchema.optional(),
+  max_connect_attempts: z.strictObject({ value: z.number().int().min(1).max(10).optional() }).optional(),
+});
+/** EnvoyTcpProxy is a decoded TcpProxy. */
+export type EnvoyTcpProxy = z.infer<typeof TcpProxySchema>;

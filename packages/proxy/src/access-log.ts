@@ -1,0 +1,65 @@
+/**
+ * AccessLogEntry is one JSON access log line, with the keys of Istio's default JSON access log format
+ * (`meshConfig.accessLogEncoding: JSON`, Envoy command operators in brackets) plus the peer principals, the
+ * trace and the attempt count. Durations are milliseconds; an unknown value is null.
+ */
+export interface AccessLogEntry {
+  /** start_time is `%START_TIME%`, ISO 8601. */
+  start_time: string;
+  direction: 'inbound' | 'outbound';
+  /** route_name is `%ROUTE_NAME%`. */
+  route_name: string | null;
+  method: string;
+  /** path is `%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`: the path as the client sent it. */
+  path: string;
+  /** protocol is `%PROTOCOL%`, e.g. `HTTP/1.1`. */
+  protocol: string;
+  response_code: number;
+  /** response_flags is `%RESPONSE_FLAGS%`: `-`, or Envoy's short flags (`UO`, `URX`, `UT`, …) joined by commas. */
+  response_flags: string;
+  /** response_code_details is `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `upstream_response_timeout`, …). */
+  response_code_details: string;
+  bytes_received: number;
+  bytes_sent: number;
+  /** duration is `%DURATION%`: first request byte to last response byte. */
+  duration: number;
+  /** request_duration is `%REQUEST_DURATION%`: until the request was fully received. */
+  request_duration: number | null;
+  /** response_duration is `%RESPONSE_DURATION%`: until the first upstream response byte. */
+  response_duration: number | null;
+  /** response_tx_duration is `%RESPONSE_TX_DURATION%`: first upstream byte to last downstream byte. */
+  response_tx_duration: number | null;
+  /** upstream_service_time is `x-envoy-upstream-service-time` (ms from upstream request to its headers). */
+  upstream_service_time: number | null;
+  x_forwarded_for: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+  authority: string;
+  upstream_host: string | null;
+  upstream_cluster: string | null;
+  upstream_local_address: string | null;
+  downstream_local_address: string | null;
+  downstream_remote_address: string | null;
+  requested_server_name: string | null;
+  upstream_transport_failure_reason: string | null;
+  /** downstream_peer_principal is the verified SPIFFE ID of the caller (inbound mTLS). */
+  downstream_peer_principal: string | null;
+  /** upstream_peer_principal is the verified SPIFFE ID of the upstream proxy (outbound mTLS). */
+  upstream_peer_principal: string | null;
+  /** attempts is the number of upstream attempts (`x-envoy-attempt-count` of the last one). */
+  attempts: number;
+  trace_id: string | null;
+  span_id: string | null;
+  parent_span_id: string | null;
+}
+
+/** roundMs rounds a duration to microseconds for the log. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/** headerString returns a request header as one string (values joined by `,`), or null. */
+export function headerString(v: string | string[] | undefined): string | null {
+  if (v === undefined) return null;
+  return Array.isArray(v) ? v.join(',') : v;
+}

@@ -1,0 +1,169 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import { isPkiError } from '@fedmesh/pki';
+import type { ClusterManager, Endpoint, UpstreamCluster } from './cluster-manager.js';
+import type { AttemptFailure, AttemptOutcome } from './retry.js';
+
+/** UpstreamRequestSpec is what one upstream attempt sends. */
+export interface UpstreamRequestSpec {
+  method: string;
+  path: string;
+  authority: string;
+  headers: Record<string, string | string[]>;
+  /** body is the buffered request body, or a stream to pipe (single attempt, no retries or mirrors). */
+  body: Buffer | Readable | undefined;
+}
+
+/** AttemptResult is one attempt's outcome, with the response to forward when there is one. */
+export interface AttemptResult {
+  outcome: AttemptOutcome;
+  res?: http.IncomingMessage;
+  /** upstreamPrincipal is the SPIFFE ID of the upstream peer proxy (mTLS clusters). */
+  upstreamPrincipal?: string;
+  /** upstreamLocalAddress is the local `ip:port` of the upstream connection. */
+  upstreamLocalAddress?: string;
+  /** failureReason is a short description of a failure (Envoy's `upstream_transport_failure_reason`). */
+  failureReason?: string;
+}
+
+const principals = new WeakMap<object, string>();
+
+function peerPrincipal(sock: unknown): string | undefined {
+  if (!(sock instanceof TLSSocket)) return undefined;
+  let p = principals.get(sock);
+  if (p === undefined) {
+    const san = sock.getPeerCertificate(false)?.subjectaltname ?? '';
+    p =
+      san
+        .split(', ')
+        .find((s) => s.startsWith('URI:'))
+        ?.slice(4) ?? '';
+    principals.set(sock, p);
+  }
+  return p || undefined;
+}
+
+function isConnectError(err: NodeJS.ErrnoException): boolean {
+  return (
+    err.code === 'ECONNREFUSED' ||
+    err.code === 'EHOSTUNREACH' ||
+    err.code === 'ENETUNREACH' ||
+    err.code === 'ETIMEDOUT' ||
+    err.code === 'FEDMESH_CONNECT_TIMEOUT' ||
+    isPkiError(err) ||
+    /certificate|SAN|SPIFFE|tls|ssl/i.test(err.message)
+  );
+}
+
+/**
+ * sendAttempt makes one upstream request to `ep` of `cluster` and resolves when response headers arrive or the
+ * attempt fails: a connect failure (refused, unreachable, the cluster's `connect_timeout`, TLS or peer identity
+ * refused), a reset after connecting, or `timeoutMs` elapsing first (`timeoutKind` says whether that is the
+ * per-try or the route timeout). The host's active-request count covers the attempt until its response ends,
+ * and the outlier detector hears the result (status, or local-origin event). `onEnd` runs once when the attempt
+ * is over: on failure at once, else when the response ends or is destroyed. When `signal` aborts (the
+ * downstream went away) the attempt is cancelled as a reset that the outlier detector does not hear about.
+ */
+export function sendAttempt(
+  manager: ClusterManager,
+  cluster: UpstreamCluster,
+  ep: Endpoint,
+  spec: UpstreamRequestSpec,
+  timeoutMs: number,
+  timeoutKind: 'per-try-timeout' | 'timeout',
+  onEnd: () => void,
+  signal?: AbortSignal,
+): Promise<AttemptResult> {
+  return new Promise((resolve) => {
+    const target = manager.upstreamTarget(cluster, ep);
+    const mod = cluster.mtls ? https : http;
+    const endHost = manager.hostStarted(cluster, ep);
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      endHost();
+      onEnd();
+    };
+    const ureq = mod.request({
+      host: target.host,
+      port: target.port,
+      method: spec.method,
+      path: spec.path,
+      headers: { ...spec.headers, host: spec.authority },
+      agent: cluster.agent,
+      ...(cluster.mtls ? { servername: cluster.mtls.sni } : {}),
+    });
+    let settled = false;
+    let requestSent = false;
+    let connectTimer: NodeJS.Timeout | undefined;
+    const settle = (r: AttemptResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(connectTimer);
+      if (r.outcome.kind === 'failure') end();
+      resolve(r);
+    };
+    const fail = (failure: AttemptFailure, reason: string): void => {
+      if (settled) return;
+      if (failure === 'connect-failure')
+        manager.reportOutlier(cluster, ep, { kind: 'local', event: 'connect-failure' });
+      else if (failure === 'reset') manager.reportOutlier(cluster, ep, { kind: 'local', event: 'reset' });
+      else if (failure === 'per-try-timeout' || failure === 'timeout')
+        manager.reportOutlier(cluster, ep, { kind: 'local', event: 'timeout' });
+      settle({ outcome: { kind: 'failure', failure, requestSent }, failureReason: reason });
+    };
+    const timer = Number.isFinite(timeoutMs)
+      ? setTimeout(() => {
+          ureq.destroy();
+          fail(timeoutKind, timeoutKind);
+        }, timeoutMs)
+      : undefined;
+    ureq.on('socket', (sock) => {
+      manager.countRequestOnSocket(sock);
+      if (sock.connecting && cluster.connectTimeoutMs > 0) {
+        connectTimer = setTimeout(() => {
+          const err: NodeJS.ErrnoException = new Error(`connect timeout after ${cluster.connectTimeoutMs} ms`);
+          err.code = 'FEDMESH_CONNECT_TIMEOUT';
+          ureq.destroy(err);
+        }, cluster.connectTimeoutMs);
+        sock.once(cluster.mtls ? 'secureConnect' : 'connect', () => {
+          clearTimeout(connectTimer);
+          manager.reportOutlier(cluster, ep, { kind: 'local', event: 'connect-success' });
+        });
+      }
+    });
+    ureq.on('finish', () => (requestSent = true));
+    const onAbort = (): void => {
+      ureq.destroy();
+      settle({ outcome: { kind: 'failure', failure: 'reset', requestSent }, failureReason: 'downstream_disconnect' });
+    };
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    ureq.once('close', () => signal?.removeEventListener('abort', onAbort));
+    ureq.on('response', (res) => {
+      manager.reportOutlier(cluster, ep, { kind: 'status', status: res.statusCode ?? 502 });
+      res.once('end', end);
+      res.once('close', end);
+      res.once('error', end);
+      const upstreamPrincipal = peerPrincipal(res.socket);
+      const local = res.socket.localAddress;
+      settle({
+        outcome: { kind: 'response', status: res.statusCode ?? 502, headers: res.headers },
+        res,
+        ...(upstreamPrincipal ? { upstreamPrincipal } : {}),
+        ...(local ? { upstreamLocalAddress: `${local}:${res.socket.localPort ?? 0}` } : {}),
+      });
+    });
+    ureq.on('error', (err: NodeJS.ErrnoException) => {
+      fail(isConnectError(err) ? 'connect-failure' : 'reset', err.code ?? err.message);
+    });
+    const body = spec.body;
+    if (body === undefined) ureq.end();
+    else if (Buffer.isBuffer(body)) ureq.end(body);
+    else body.pipe(ureq);
+  });
+}
