@@ -22,6 +22,8 @@ export type PkiReason =
   | 'TOKEN_NOT_YET_VALID'
   | 'TOKEN_WRONG_AUDIENCE'
   | 'TOKEN_UNKNOWN_KEY'
+  // a VM bootstrap token whose WorkloadGroup is gone or no longer runs as the token's ServiceAccount
+  | 'TOKEN_BINDING_MISMATCH'
   // peer verification (SPIFFE X509-SVID)
   | 'PEER_NO_SPIFFE_ID'
   | 'PEER_MULTIPLE_URI_SANS'

@@ -23,3 +23,13 @@ export {
   type RunningCaServer,
   type StartCaServerOptions,
 } from './ca-server.js';
+export {
+  VM_TOKEN_GROUP_CLAIM,
+  VM_TOKEN_ISSUER,
+  VmTokenAuthenticator,
+  type MintedVmToken,
+  type MintVmTokenOptions,
+  type VerifiedVmToken,
+  type VmTokenAuthenticatorOptions,
+  type WorkloadGroupLookup,
+} from './vm-token-authenticator.js';
