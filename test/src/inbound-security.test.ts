@@ -24,6 +24,28 @@ before(async () => {
 });
 after(() => mesh.close());
 
+/** mtlsRequest sends one HTTP/1.1 request to reviews' inbound port over TLS with a client certificate and returns
+ * what came back (`error: …` or `closed` when the connection was refused). */
+function mtlsRequest(servername: string, certPem: string, keyPem: string): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const s = tls.connect({
+      host: reviews.ip,
+      port: 15006,
+      servername,
+      cert: certPem,
+      key: keyPem,
+      ca: mesh.rootCertPem(),
+      checkServerIdentity: () => undefined,
+    });
+    let got = '';
+    s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n'));
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', (e) => resolve(`error: ${e.message}`));
+    s.on('close', () => resolve(got || 'closed'));
+    s.setTimeout(5_000, () => s.destroy());
+  });
+}
+
 function inboundSni(): string {
   return 'outbound_.9080_._.reviews.default.svc.cluster.local';
 }
@@ -65,23 +87,7 @@ test('a client certificate from a foreign root is refused at the inbound port an
     identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
   });
   const before = reviews.backend?.requests.length ?? 0;
-  const outcome = await new Promise<string>((resolve) => {
-    const s = tls.connect({
-      host: reviews.ip,
-      port: 15006,
-      servername: inboundSni(),
-      cert: leaf.chainPem.join(''),
-      key: key.privateKeyPem,
-      ca: mesh.rootCertPem(),
-      checkServerIdentity: () => undefined,
-    });
-    let got = '';
-    s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\n\r\n'));
-    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-    s.on('error', (e) => resolve(`error: ${e.message}`));
-    s.on('close', () => resolve(got || 'closed'));
-    s.setTimeout(5_000, () => s.destroy());
-  });
+  const outcome = await mtlsRequest(inboundSni(), leaf.chainPem.join(''), key.privateKeyPem);
   assert.doesNotMatch(outcome, /HTTP\/1\.1 200/);
   assert.equal(reviews.backend?.requests.length, before);
   fs.rmSync(foreignDir, { recursive: true, force: true });
@@ -94,23 +100,11 @@ test('a mesh certificate with a wrong SNI finds no filter chain and nothing reac
     identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
   });
   const before = reviews.backend?.requests.length ?? 0;
-  const outcome = await new Promise<string>((resolve) => {
-    const s = tls.connect({
-      host: reviews.ip,
-      port: 15006,
-      servername: 'outbound_.9999_._.other.default.svc.cluster.local',
-      cert: leaf.chainPem.join(''),
-      key: key.privateKeyPem,
-      ca: mesh.rootCertPem(),
-      checkServerIdentity: () => undefined,
-    });
-    let got = '';
-    s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\n\r\n'));
-    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-    s.on('error', (e) => resolve(`error: ${e.message}`));
-    s.on('close', () => resolve(got || 'closed'));
-    s.setTimeout(5_000, () => s.destroy());
-  });
+  const outcome = await mtlsRequest(
+    'outbound_.9999_._.other.default.svc.cluster.local',
+    leaf.chainPem.join(''),
+    key.privateKeyPem,
+  );
   assert.doesNotMatch(outcome, /HTTP\/1\.1 200/);
   assert.equal(reviews.backend?.requests.length, before);
 });
@@ -122,23 +116,7 @@ test('the same mesh certificate with the right SNI is served (the refusals above
     identity: { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep' },
   });
   const before = reviews.backend?.requests.length ?? 0;
-  const outcome = await new Promise<string>((resolve) => {
-    const s = tls.connect({
-      host: reviews.ip,
-      port: 15006,
-      servername: inboundSni(),
-      cert: leaf.chainPem.join(''),
-      key: key.privateKeyPem,
-      ca: mesh.rootCertPem(),
-      checkServerIdentity: () => undefined,
-    });
-    let got = '';
-    s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n'));
-    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-    s.on('error', (e) => resolve(`error: ${e.message}`));
-    s.on('close', () => resolve(got));
-    s.setTimeout(5_000, () => s.destroy());
-  });
+  const outcome = await mtlsRequest(inboundSni(), leaf.chainPem.join(''), key.privateKeyPem);
   assert.match(outcome, /HTTP\/1\.1 200/);
   assert.equal(reviews.backend?.requests.length, before + 1);
 });
