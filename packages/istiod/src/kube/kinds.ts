@@ -1,0 +1,116 @@
+import { MESH_RESOURCE_KINDS, validateResource, type ValidationIssue } from '@fedmesh/api';
+import type { StoredObject } from '../config/store.js';
+
+/** KubeObject is an object as the Kubernetes API serves it (list items lack `apiVersion` and `kind`). */
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
+}
+
+/** Validated is the outcome of checking one API object: the object to store, or the problems with field paths. */
+export type Validated = { ok: true; object: StoredObject } | { ok: false; issues: ValidationIssue[] };
+
+/**
+ * MirroredKind describes one kind the Kubernetes config source mirrors into the ConfigStore: its `kind`, the
+ * `apiVersion` watched (group/version), the `plural` of its API path, whether it is `namespaced`, and `validate`,
+ * which turns an API object into what is stored.
+ */
+export interface MirroredKind {
+  readonly kind: string;
+  readonly group: string;
+  readonly version: string;
+  readonly plural: string;
+  readonly namespaced: boolean;
+  validate(obj: KubeObject): Validated;
+}
+
+/** apiVersionOf returns `group/version`, or `version` for the core group. */
+export function apiVersionOf(k: Pick<MirroredKind, 'group' | 'version'>): string {
+  return k.group === '' ? k.version : `${k.group}/${k.version}`;
+}
+
+/**
+ * collectionPath returns the cluster-wide API path of a kind: `/api/v1/pods`,
+ * `/apis/networking.istio.io/v1/virtualservices`.
+ */
+export function collectionPath(k: Pick<MirroredKind, 'group' | 'version' | 'plural'>): string {
+  return k.group === '' ? `/api/${k.version}/${k.plural}` : `/apis/${k.group}/${k.version}/${k.plural}`;
+}
+
+/**
+ * trimmed drops the fields that change on every write but mean nothing to the mesh (`resourceVersion`,
+ * `managedFields`), so that an object whose meaningful content is unchanged is not pushed again.
+ */
+function trimmed(obj: KubeObject, apiVersion: string, kind: string): KubeObject {
+  const { resourceVersion: _rv, managedFields: _mf, ...metadata } = obj.metadata ?? {};
+  return { ...obj, apiVersion, kind, metadata };
+}
+
+function fromMeshKind(kind: keyof typeof MESH_RESOURCE_KINDS, namespaced = true): MirroredKind {
+  const info = MESH_RESOURCE_KINDS[kind];
+  const version = info.versions[0] ?? 'v1';
+  const apiVersion = info.group === '' ? version : `${info.group}/${version}`;
+  return {
+    kind,
+    group: info.group,
+    version,
+    plural: info.plural,
+    namespaced,
+    validate(obj) {
+      const r = validateResource(trimmed(obj, apiVersion, kind));
+      return r.ok ? { ok: true, object: r.resource as unknown as StoredObject } : { ok: false, issues: r.issues };
+    },
+  };
+}
+
+/**
+ * NamespaceKind mirrors v1 Namespaces, keeping only `metadata.name`, `labels` and `annotations` (the
+ * parts Istio reads: labels for selectors and discovery filters). @fedmesh/api has no Namespace schema, so
+ * this checks the name only.
+ */
+const NamespaceKind: MirroredKind = {
+  kind: 'Namespace',
+  group: '',
+  version: 'v1',
+  plural: 'namespaces',
+  namespaced: false,
+  validate(obj) {
+    const m = obj.metadata ?? {};
+    if (typeof m.name !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(m.name) || m.name.length > 63)
+      return { ok: false, issues: [{ path: 'metadata.name', message: 'must be a DNS-1123 label' }] };
+    const metadata: StoredObject['metadata'] & Record<string, unknown> = { name: m.name };
+    if (m.labels) metadata['labels'] = m.labels;
+    if (m.annotations) metadata['annotations'] = m.annotations;
+    return { ok: true, object: { apiVersion: 'v1', kind: 'Namespace', metadata } };
+  },
+};
+
+/**
+ * MIRRORED_KINDS are the kinds {@link KubeConfigSource} watches by default: core v1 Services, Pods (the endpoint
+ * source: a Ready pod with a `podIP` selected by a Service is an endpoint, as in `KubeObjectsRegistry`),
+ * Namespaces and ServiceAccounts, and Istio's networking.istio.io v1 and security.istio.io v1 kinds (the
+ * versions `deploy/k8s/10-crds.yaml` stores).
+ */
+export const MIRRORED_KINDS: readonly MirroredKind[] = Object.freeze([
+  fromMeshKind('Service'),
+  fromMeshKind('Pod'),
+  NamespaceKind,
+  fromMeshKind('ServiceAccount'),
+  fromMeshKind('VirtualService'),
+  fromMeshKind('DestinationRule'),
+  fromMeshKind('Gateway'),
+  fromMeshKind('ServiceEntry'),
+  fromMeshKind('WorkloadEntry'),
+  fromMeshKind('WorkloadGroup'),
+  fromMeshKind('PeerAuthentication'),
+  fromMeshKind('AuthorizationPolicy'),
+]);
