@@ -22,6 +22,11 @@ export type PkiReason =
   | 'TOKEN_NOT_YET_VALID'
   | 'TOKEN_WRONG_AUDIENCE'
   | 'TOKEN_UNKNOWN_KEY'
+  // a Kubernetes ServiceAccount token the API server's TokenReview did not authenticate, or authenticated as a
+  // user that is not a ServiceAccount, or that could not be reviewed (API server unreachable, istiod not allowed)
+  | 'TOKEN_UNAUTHENTICATED'
+  | 'TOKEN_NOT_SERVICE_ACCOUNT'
+  | 'TOKEN_REVIEW_FAILED'
   // a VM bootstrap token whose WorkloadGroup is gone or no longer runs as the token's ServiceAccount
   | 'TOKEN_BINDING_MISMATCH'
   // peer verification (SPIFFE X509-SVID)
