@@ -70,6 +70,8 @@ export interface PodSpec {
   labels: Record<string, string>;
   /** appPort, when set, starts a counting backend on the pod's address. */
   appPort?: number;
+  /** certTtlSeconds is the certificate lifetime the sidecar requests (default: the CA's, 24 h). */
+  certTtlSeconds?: number;
 }
 
 /** TestPod is a started pod: its sidecar, address and backend. */
@@ -161,6 +163,7 @@ export class LocalMesh {
       discoveryAddress: this.istiod.addresses.xdsTls,
       rootCertPem: this.rootCertPem(),
       token: this.istiod.tokens.mint({ namespace, serviceAccount: spec.serviceAccount }),
+      ...(spec.certTtlSeconds !== undefined ? { certTtlSeconds: spec.certTtlSeconds } : {}),
       adminPort: 15000,
       mtlsPort: 15006,
       log,

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerCa } from './commands/ca.js';
+import { registerCaRotation } from './commands/ca-rotate.js';
 import { registerCluster } from './commands/cluster.js';
 import { registerFailover } from './commands/failover.js';
 import { registerAnalyze } from './commands/analyze.js';
@@ -22,6 +23,7 @@ registerIstiod(program);
 registerProxy(program);
 registerEcho(program);
 registerCa(program);
+registerCaRotation(program);
 registerCluster(program);
 registerFailover(program);
 

@@ -8,6 +8,7 @@ import { loadManifestText } from './config/file-source.js';
 import { configKey, type ConfigStore, type StoredObject } from './config/store.js';
 import type { DiscoveryServer } from './discovery.js';
 import type { IstiodMetrics } from './metrics.js';
+import type { TrustAdmin } from './trust/admin.js';
 import { parseManifests } from '@fedmesh/api';
 
 /** AdminApiDeps are what istiod's monitoring/admin HTTP endpoint serves from. */
@@ -19,6 +20,8 @@ export interface AdminApiDeps {
   /** adminToken is the bearer secret (from `<state-dir>/admin-token`, mode 0600) the write endpoints require. */
   adminToken: string;
   ready: () => boolean;
+  /** trust, when set, serves the root-rotation routes under `/v1/ca/` (see createTrustAdmin). */
+  trust?: TrustAdmin;
   log: Logger;
 }
 
@@ -62,7 +65,8 @@ function authorized(req: http.IncomingMessage, token: string): boolean {
  *   the keys applied and every problem with file, document index and field path; 422 when any document is invalid,
  *   and the last good config keeps serving), `POST /v1/token` (`{namespace, serviceAccount, ttlSeconds}` →
  *   `{token}`, a bootstrap token for a local workload), `GET /debug/syncz` (proxy sync status),
- *   `GET /debug/config_dump?proxyID=…` (the resources pushed to a proxy), `GET /debug/configz` (the config store).
+ *   `GET /debug/config_dump?proxyID=…` (the resources pushed to a proxy), `GET /debug/configz` (the config store),
+ *   and the CA routes of `deps.trust` (`/v1/ca/status`, `/v1/ca/roots`, `/v1/ca/activate`, `/v1/ca/retire`).
  * Timeouts and sizes are bounded.
  */
 export function createAdminApi(deps: AdminApiDeps): http.Server {
@@ -140,8 +144,11 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
           };
         return json(res, 200, out);
       }
-      default:
+      default: {
+        const reply = await deps.trust?.handle(route, () => readBody(req));
+        if (reply) return json(res, reply.status, reply.body);
         return json(res, 404, { error: 'not found' });
+      }
     }
   }
   return server;

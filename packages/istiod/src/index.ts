@@ -11,6 +11,8 @@ export * from './model/proxy.js';
 export * from './model/config.js';
 export * from './generators/index.js';
 export * from './ca/index.js';
+export * from './kube/index.js';
 export * from './analyze/analyze.js';
 export * from './federation.js';
 export * from './registry/federated.js';
+export * from './trust/index.js';

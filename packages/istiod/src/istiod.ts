@@ -7,6 +7,14 @@ import { CertificateAuthority, generateKeyPair, verifySpiffePeer } from '@fedmes
 import type { Logger } from 'pino';
 import { createAdminApi } from './admin-api.js';
 import {
+  adsRecord,
+  createTrustAdmin,
+  issuedRecord,
+  TrustManager,
+  wireTrustRotation,
+  WorkloadCertificates,
+} from './trust/index.js';
+import {
   CertificateAuthenticator,
   LocalTokenAuthenticator,
   StaticCertificateProvider,
@@ -20,6 +28,8 @@ import { FederationLink, type FederationSettings } from './federation.js';
 import { IstiodMetrics } from './metrics.js';
 import type { MeshSettings } from './push-context.js';
 import { KubeObjectsRegistry } from './registry/kube-objects.js';
+import { KubeTokenAuthenticator } from './ca/kube-token-authenticator.js';
+import { KubeConfigSource, loadKubeConfig } from './kube/index.js';
 
 /** IstiodOptions configure one control plane. Ports follow Istio: 15010, 15012, 15014. */
 export interface IstiodOptions {
@@ -37,6 +47,12 @@ export interface IstiodOptions {
   caDir?: string;
   /** configFiles are manifest files to load and watch. */
   configFiles: string[];
+  /**
+   * kubeconfig, when set, is a kubeconfig file: Services, Pods, Namespaces, ServiceAccounts and Istio CRDs are mirrored
+   * from that API server (`/ready` and ADS wait for the first sync), and the CA accepts ServiceAccount tokens
+   * (TokenReview, audience `istio-ca`).
+   */
+  kubeconfig?: string;
   mesh?: Partial<MeshSettings>;
   /** federation, when set, joins this istiod to a federated mesh through etcd and NATS. */
   federation?: FederationSettings;
@@ -77,8 +93,15 @@ export class Istiod {
   readonly metrics = new IstiodMetrics();
   readonly mesh: MeshSettings;
   discovery!: DiscoveryServer;
+  /** ca is the CA that signs now (it changes when a root rotation activates a new CA). */
   ca!: CertificateAuthority;
+  /** trust holds the signing CA and the trust bundle and runs root rotation (docs/adr/0004). */
+  trust!: TrustManager;
+  /** workloadCerts records which certificate, under which root, each connected workload holds. */
+  readonly workloadCerts = new WorkloadCertificates();
   tokens!: LocalTokenAuthenticator;
+  /** kube mirrors the Kubernetes API into {@link Istiod.store} when `kubeconfig` is set. */
+  kube: KubeConfigSource | undefined;
   addresses!: IstiodAddresses;
   private readonly grpcPlain = new grpc.Server({
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
@@ -108,19 +131,28 @@ export class Istiod {
   async start(signal?: AbortSignal): Promise<IstiodAddresses> {
     const log = this.opts.log;
     fs.mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
-    this.ca = this.opts.caDir
+    const initialCa = this.opts.caDir
       ? await CertificateAuthority.loadPluggedCa(this.opts.caDir, { trustDomain: this.mesh.trustDomain })
       : await CertificateAuthority.createSelfSigned({
           stateDir: path.join(this.opts.stateDir, 'ca'),
           trustDomain: this.mesh.trustDomain,
         });
+    // A root rotation in progress before a restart resumes from <stateDir>/trust.
+    this.trust = await TrustManager.load({ initial: initialCa, stateDir: this.opts.stateDir, log });
+    this.ca = this.trust.signer();
+    this.trust.on('changed', () => (this.ca = this.trust.signer()));
     this.tokens = new LocalTokenAuthenticator({ trustDomain: this.mesh.trustDomain });
+    const kc = this.opts.kubeconfig === undefined ? undefined : loadKubeConfig(this.opts.kubeconfig);
+    if (kc) {
+      this.kube = new KubeConfigSource({ store: this.store, kubeConfig: kc, log: log.child({ scope: 'kube' }) });
+      this.kube.start(signal);
+    }
     const registry = new KubeObjectsRegistry(this.store, {
       cluster: this.mesh.clusterId,
       network: this.mesh.network,
       domainSuffix: this.mesh.domainSuffix,
     });
-    const trustBundle = this.ca.rootCertsPem.join('');
+    const trustBundle = (): string => this.trust.bundlePem();
     const fed = this.opts.federation
       ? await FederationLink.start({
           settings: this.opts.federation,
@@ -136,17 +168,20 @@ export class Istiod {
       store: this.store,
       registries: fed ? [registry, fed.registry] : [registry],
       mesh: this.mesh,
-      trustBundlePem: () => (fed ? fed.trustBundlePem() : trustBundle),
+      trustBundlePem: () => (fed ? fed.trustBundlePem() : trustBundle()),
       log: log.child({ scope: 'xds' }),
       metrics: this.metrics,
       // Over TLS (15012) a stream must present a workload certificate matching its Node; on the plaintext port
       // (15010, loopback and proxyless clients) the Node is trusted, as in Istio.
       verifyIdentity: (call, proxy) => {
+        // As Istio: no discovery before the Kubernetes caches have synced (the proxy retries).
+        if (this.kube && !this.kube.synced()) throw new Error('istiod is not yet synced with Kubernetes');
         const auth = call.getAuthContext();
         if (auth?.transportSecurityType !== 'ssl') return;
         const peer = auth.sslPeerCertificate;
         if (!peer?.raw) throw new Error('no client certificate');
-        const id = verifySpiffePeer(new X509Certificate(peer.raw), {
+        const leaf = new X509Certificate(peer.raw);
+        const id = verifySpiffePeer(leaf, {
           trustDomains: [this.mesh.trustDomain],
           peerRole: 'client',
         });
@@ -154,6 +189,7 @@ export class Istiod {
           throw new Error(
             `certificate ${id.namespace}/${id.serviceAccount} does not match node ${proxy.namespace}/${proxy.serviceAccount}`,
           );
+        this.workloadCerts.record(adsRecord(proxy.id, id, leaf, this.trust));
       },
     });
     fed?.onChange(() => this.discovery.requestPush());
@@ -170,20 +206,35 @@ export class Istiod {
 
     // 15012: ADS and the CA over TLS (client certificates requested, optional for token-authenticated CSRs).
     const caService = createCaService({
-      ca: this.ca,
-      authenticators: [new CertificateAuthenticator({ trustDomains: [this.mesh.trustDomain] }), this.tokens],
+      ca: () => this.trust.signer(),
+      onIssued: (e) => {
+        const r = issuedRecord(e);
+        if (r) this.workloadCerts.record(r);
+      },
+      authenticators: [
+        new CertificateAuthenticator({ trustDomains: [this.mesh.trustDomain] }),
+        this.tokens,
+        ...(kc ? [new KubeTokenAuthenticator({ kubeConfig: kc, trustDomain: this.mesh.trustDomain })] : []),
+      ],
       logger: log.child({ scope: 'ca' }),
     });
     const key = await generateKeyPair('ec-p256');
-    const serving = await this.ca.signServing({
-      publicKey: key.publicKey,
-      dnsNames: ['istiod.istio-system.svc', 'istiod', 'localhost'],
-      ips: [this.opts.host],
-    });
+    const servingNames = { dnsNames: ['istiod.istio-system.svc', 'istiod', 'localhost'], ips: [this.opts.host] };
+    const serving = await this.ca.signServing({ publicKey: key.publicKey, ...servingNames });
     const provider = new StaticCertificateProvider({
-      rootCertsPem: trustBundle,
+      rootCertsPem: trustBundle(),
       certChainPem: serving.chainPem.join(''),
       privateKeyPem: key.privateKeyPem,
+    });
+    wireTrustRotation({
+      trust: this.trust,
+      discovery: this.discovery,
+      provider,
+      servingKey: key,
+      servingChainPem: serving.chainPem.join(''),
+      servingNames,
+      trustBundlePem: trustBundle,
+      log: log.child({ scope: 'trust' }),
     });
     this.grpcTls.addService(this.discovery.ads.service, this.discovery.ads.implementation);
     this.grpcTls.addService(caService.definition, caService.implementation);
@@ -201,7 +252,13 @@ export class Istiod {
       metrics: this.metrics,
       tokens: this.tokens,
       adminToken,
-      ready: () => this.started,
+      ready: () => this.started && (this.kube?.synced() ?? true),
+      trust: createTrustAdmin({
+        trust: this.trust,
+        records: this.workloadCerts,
+        discovery: this.discovery,
+        log: log.child({ scope: 'trust' }),
+      }),
       log: log.child({ scope: 'admin' }),
     });
     const monPort = await listenHttp(this.http, this.opts.host, this.opts.monitoringPort);
@@ -226,6 +283,7 @@ export class Istiod {
   async stop(): Promise<void> {
     await this.federation?.close();
     this.files?.close();
+    await this.kube?.stop();
     this.discovery?.close();
     this.grpcPlain.forceShutdown();
     this.grpcTls.forceShutdown();

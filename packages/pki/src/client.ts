@@ -21,6 +21,12 @@ export interface RequestCertificateOptions {
   readonly serverName?: string;
   /** timeoutMs is the call deadline in ms. Default 10 s. */
   readonly timeoutMs?: number;
+  /**
+   * metadata becomes the request's `metadata` Struct (string values only). fedmesh proxies send
+   * `fedmesh.io/node-id` so istiod can tell which connected workload holds the certificate; it never changes the
+   * identity issued.
+   */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 /** CertificateResponse is the CA's answer: [leaf, intermediates…, root], one PEM each. */
@@ -55,7 +61,17 @@ export async function requestCertificate(options: RequestCertificateOptions): Pr
   const client = new Client(options.address, credentials, channelOptions);
   const metadata = new grpc.Metadata();
   if (options.token !== undefined) metadata.set('authorization', `Bearer ${options.token}`);
-  const request = { csr: options.csrPem, validity_duration: options.ttlSeconds ?? 0 };
+  const request = {
+    csr: options.csrPem,
+    validity_duration: options.ttlSeconds ?? 0,
+    ...(options.metadata === undefined
+      ? {}
+      : {
+          metadata: {
+            fields: Object.fromEntries(Object.entries(options.metadata).map(([k, v]) => [k, { stringValue: v }])),
+          },
+        }),
+  };
   try {
     const createCertificate = (client as unknown as { CreateCertificate: CallFn }).CreateCertificate.bind(client);
     const deadline = Date.now() + (options.timeoutMs ?? 10_000);

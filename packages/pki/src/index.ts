@@ -13,6 +13,7 @@ export {
   type SpiffeIdentity,
 } from './spiffe.js';
 export { derToPem, splitPemBundle } from './pem.js';
+export { certificateFingerprint, chainRootIndex } from './chain.js';
 export { generateKeyPair, type GeneratedKeyPair, type KeyType, type PublicKeyInfo } from './keys.js';
 export { createCsr, parseCsr, type CreateCsrOptions, type ParseCsrOptions, type ParsedCsr } from './csr.js';
 export type { NameAttributes } from './asn1.js';

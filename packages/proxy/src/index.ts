@@ -9,3 +9,4 @@ export * from './route-table.js';
 export * from './secrets.js';
 export * from './xds/envoy-schemas.js';
 export * from './xds/resource-types.js';
+export * from './grpc-certificates.js';

@@ -3,10 +3,11 @@ import type { Logger } from 'pino';
 import { TypeUrl } from '@fedmesh/api/xds';
 import { AdsClient, type XdsNode } from '@fedmesh/xds';
 import { AdminServer } from './admin.js';
-import { CertManager, type WorkloadCertificate } from './cert-manager.js';
+import { CertManager, chainEndsAtPrimary, type WorkloadCertificate } from './cert-manager.js';
 import { ClusterManager } from './cluster-manager.js';
 import { ClusterStats } from './cluster-stats.js';
 import { DrainController } from './drain.js';
+import { MutableCertificateProvider } from './grpc-certificates.js';
 import { ListenerManager, type AcceptedListener, type HandshakeObserver } from './listener-manager.js';
 import { ProxyMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
@@ -76,6 +77,7 @@ export class Sidecar {
   readonly drain = new DrainController();
   readonly clusterStats: ClusterStats;
   private readonly certs: CertManager;
+  private readonly adsCerts = new MutableCertificateProvider();
   private ads: AdsClient | undefined;
   private admin: AdminServer | undefined;
   private rds = new Map<string, RouteTable>();
@@ -102,8 +104,10 @@ export class Sidecar {
     this.certs = new CertManager({
       caAddress: opts.discoveryAddress,
       rootCertPem: opts.rootCertPem,
+      trustBundle: () => this.trustBundlePem,
       token: () => opts.token,
       ttlSeconds: opts.certTtlSeconds ?? 0,
+      nodeId: istioNodeId(opts.ip, opts.podName, opts.namespace),
       log: opts.log.child({ scope: 'cert' }),
     });
     const labels = opts.labels;
@@ -168,14 +172,11 @@ export class Sidecar {
     this.cert = await this.certs.start(signal);
     this.admin = new AdminServer(this, this.opts.log.child({ scope: 'admin' }));
     await this.admin.listen(this.opts.ip, this.opts.adminPort);
-    const cert = this.cert;
+    this.updateAdsCredentials();
     this.ads = new AdsClient({
       address: this.opts.discoveryAddress,
-      credentials: grpc.credentials.createSsl(
-        Buffer.from(this.opts.rootCertPem),
-        Buffer.from(cert.keyPem),
-        Buffer.from(cert.chainPem),
-      ),
+      // A certificate provider, so that ADS reconnects present the current certificate and trust the current bundle.
+      credentials: grpc.experimental.createCertificateProviderChannelCredentials(this.adsCerts, this.adsCerts),
       channelOptions: {
         'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
         'grpc.default_authority': 'istiod.istio-system.svc',
@@ -198,6 +199,24 @@ export class Sidecar {
     this.listeners.close();
     this.clusters.close();
     await this.admin?.close();
+  }
+
+  /** certificate returns the workload certificate in use, if any. */
+  certificate(): WorkloadCertificate | undefined {
+    return this.cert;
+  }
+
+  /** certificateRenewals counts the certificates installed after the first (renewals and re-issues). */
+  certificateRenewals(): number {
+    return this.certs.renewals;
+  }
+
+  /**
+   * renewCertificate obtains a new certificate now and hot-swaps it into listeners, pools and the ADS channel (open
+   * connections keep the old one). Rejects when the CA refuses; a retry is then scheduled.
+   */
+  renewCertificate(reason = 'requested'): Promise<WorkloadCertificate> {
+    return this.certs.renewNow(reason);
   }
 
   /**
@@ -250,7 +269,12 @@ export class Sidecar {
       clusters: dump(TypeUrl.Cluster),
       endpoints: dump(TypeUrl.ClusterLoadAssignment),
       secrets: [
-        { name: 'default', spiffeId: this.cert?.spiffeId, notAfter: this.cert?.notAfter.toISOString() },
+        {
+          name: 'default',
+          spiffeId: this.cert?.spiffeId,
+          serialNumber: this.cert?.serialNumber,
+          notAfter: this.cert?.notAfter.toISOString(),
+        },
         { name: 'ROOTCA', trustBundle: this.trustBundlePem },
       ],
     };
@@ -269,22 +293,48 @@ export class Sidecar {
     };
   }
 
+  private updateAdsCredentials(): void {
+    const c = this.cert;
+    if (c) this.adsCerts.update({ trustBundlePem: this.trustBundlePem, certChainPem: c.chainPem, keyPem: c.keyPem });
+  }
+
   private onCertificate(c: WorkloadCertificate): void {
     this.cert = c;
+    this.updateAdsCredentials();
     const m = this.tlsMaterial();
     if (!m) return;
     this.clusters.setTls(m);
     this.listeners.refreshTls();
   }
 
+  /**
+   * onSecrets installs the trust bundle (SDS `ROOTCA`) into listeners, pools and the ADS channel. Rotation rule
+   * (docs/adr/0004): when the bundle changed and the current certificate does not chain to its first (primary)
+   * root, the proxy re-issues its certificate, since istiod lists the root it signs under first.
+   */
   private onSecrets(secrets: ReadonlyMap<string, EnvoySecret>): void {
     const root = secrets.get('ROOTCA');
     if (!root) return;
-    this.trustBundlePem = root.validation_context.trusted_ca.inline_string;
+    const bundle = root.validation_context.trusted_ca.inline_string;
+    const changed = bundle !== this.trustBundlePem;
+    this.trustBundlePem = bundle;
+    this.updateAdsCredentials();
     const m = this.tlsMaterial();
     if (!m) return;
     this.clusters.setTls(m);
     this.listeners.refreshTls();
+    const cert = this.cert;
+    if (!changed || !cert) return;
+    let onPrimary: boolean;
+    try {
+      onPrimary = chainEndsAtPrimary(cert, bundle);
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'trust bundle unreadable; not re-issuing');
+      return;
+    }
+    if (onPrimary) return;
+    this.opts.log.info({ serial: cert.serialNumber }, 'certificate does not chain to the primary root; re-issuing');
+    this.certs.renewNow('trust bundle primary root changed').catch(() => undefined); // retried inside renewNow
   }
 
   private onClusters(clusters: ReadonlyMap<string, EnvoyCluster>): void {

@@ -95,7 +95,7 @@ export interface RunningCaServer {
  * Rejects when the address cannot be bound.
  */
 export async function startCaServer(options: StartCaServerOptions): Promise<RunningCaServer> {
-  const { ca } = options;
+  const ca = typeof options.ca === 'function' ? options.ca() : options.ca;
   const serviceOptions: CaServiceOptions = options;
   const { definition, implementation } = createCaService(serviceOptions);
   const key = await generateKeyPair('ec-p256');

@@ -24,7 +24,10 @@ export const CA_REFUSAL_MESSAGE = 'certificate request refused';
 
 /** CaServiceOptions configures {@link createCaService}. */
 export interface CaServiceOptions {
-  readonly ca: CertificateAuthority;
+  /** ca signs; a function is asked on every request, so a root rotation can switch the signer. */
+  readonly ca: CertificateAuthority | (() => CertificateAuthority);
+  /** onIssued observes each certificate issued (after signing, before answering); it must not throw. */
+  readonly onIssued?: (event: IssuedEvent) => void;
   /** authenticators are tried in order; the first non-null answer wins, the first throw refuses. */
   readonly authenticators: readonly Authenticator[];
   readonly logger?: PkiLogger;
@@ -34,6 +37,32 @@ export interface CaServiceOptions {
   readonly defaultTtlMs?: number;
   /** maxCsrBytes bounds the CSR PEM, in bytes. Default 16 KiB. */
   readonly maxCsrBytes?: number;
+}
+
+/** IssuedEvent describes one issued certificate, for istiod's per-workload records (`fedmesh ca status`). */
+export interface IssuedEvent {
+  readonly identity: AuthenticatedCaller['identity'];
+  readonly authenticator: string;
+  readonly serialNumber: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** rootCertPem is the root the issued chain ends at. */
+  readonly rootCertPem: string;
+  /** metadata holds the request's `metadata` Struct entries that are strings (unauthenticated claims). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/**
+ * requestMetadata reads the string entries of a request's `metadata` Struct (at most 32, each at most 1 KiB). The
+ * well-known Struct comes from protobufjs's bundled definition, whose field names are camelCase (`stringValue`) even
+ * with proto-loader's `keepCase`.
+ */
+function requestMetadata(metadata: unknown): Record<string, string> {
+  const fields = (metadata as { fields?: Record<string, { stringValue?: unknown }> } | undefined)?.fields ?? {};
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(fields).slice(0, 32))
+    if (typeof v.stringValue === 'string' && v.stringValue.length <= 1024) out[k] = v.stringValue;
+  return out;
 }
 
 /** CaService is a service definition and implementation pair for `grpc.Server.addService`. */
@@ -109,7 +138,14 @@ export function createCaService(options: CaServiceOptions): CaService {
     throw new TypeError('createCaService: need 0 < defaultTtlMs <= maxTtlMs <= 90 days');
   }
   if (options.authenticators.length === 0) throw new TypeError('createCaService: no authenticators');
-  const { ca, logger } = options;
+  const { logger } = options;
+  const signer =
+    typeof options.ca === 'function'
+      ? options.ca
+      : (
+          (ca) => () =>
+            ca
+        )(options.ca);
   const authenticators = [...options.authenticators];
   const parseOptions = options.maxCsrBytes === undefined ? {} : { maxBytes: options.maxCsrBytes };
 
@@ -126,6 +162,7 @@ export function createCaService(options: CaServiceOptions): CaService {
       try {
         const ttlMs = requestedTtlMs(call.request.validity_duration, defaultTtlMs, maxTtlMs);
         const csr = parseCsr(call.request.csr, parseOptions);
+        const ca = signer();
         const issued = await ca.signWorkload({ publicKey: csr.publicKey, identity: caller.identity, ttlMs });
         logger?.info(
           {
@@ -137,6 +174,15 @@ export function createCaService(options: CaServiceOptions): CaService {
           },
           'certificate issued',
         );
+        options.onIssued?.({
+          identity: caller.identity,
+          authenticator: caller.authenticator,
+          serialNumber: issued.serialNumber,
+          notBefore: issued.notBefore,
+          notAfter: issued.notAfter,
+          rootCertPem: ca.rootCertPem,
+          metadata: requestMetadata(call.request.metadata),
+        });
         return { cert_chain: [...issued.chainPem, ca.rootCertPem] };
       } catch (err) {
         if (isPkiError(err)) throw new Refusal(err.reason, caller, { cause: err });

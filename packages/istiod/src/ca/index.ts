@@ -9,12 +9,14 @@ export {
   type MintTokenOptions,
 } from './local-token-authenticator.js';
 export { CertificateAuthenticator, type CertificateAuthenticatorOptions } from './certificate-authenticator.js';
+export { KubeTokenAuthenticator, type KubeTokenAuthenticatorOptions } from './kube-token-authenticator.js';
 export {
   CA_REFUSAL_MESSAGE,
   CA_REFUSAL_STATUS,
   createCaService,
   type CaService,
   type CaServiceOptions,
+  type IssuedEvent,
 } from './ca-service.js';
 export {
   createOptionalClientCertCredentials,
