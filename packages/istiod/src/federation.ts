@@ -45,7 +45,7 @@ export class FederationLink {
     this.registry = new FederatedRegistry(member, network, (cluster, net) =>
       log.warn(
         { peer: cluster, network: net },
-        'peer on another network: multi-network (east-west gateway) is not supported yet; its endpoints are not used',
+        'peer on another network has no east-west gateway (gatewayAddress); its endpoints are not used',
       ),
     );
   }

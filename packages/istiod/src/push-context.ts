@@ -1,5 +1,10 @@
 import type { ConfigStore, StoredObject } from './config/store.js';
-import { namespaceOf, type DestinationRuleObject, type VirtualServiceObject } from './model/config.js';
+import {
+  namespaceOf,
+  type DestinationRuleObject,
+  type GatewayObject,
+  type VirtualServiceObject,
+} from './model/config.js';
 import type { MeshService, ServiceInstance, ServiceRegistry } from './model/service.js';
 
 /** MeshSettings are the mesh-wide settings generators need (Istio's MeshConfig subset). */
@@ -42,6 +47,8 @@ export class PushContext {
   private readonly registriesOf = new Map<string, ServiceRegistry[]>();
   private readonly vs: VirtualServiceObject[];
   private readonly dr: DestinationRuleObject[];
+  /** gateways are the Istio Gateways, oldest first (gateway proxies pick theirs by selector). */
+  readonly gateways: readonly GatewayObject[];
   private readonly instanceCache = new Map<string, ServiceInstance[]>();
 
   /** constructor snapshots the store and registries at `version`. */
@@ -63,6 +70,7 @@ export class PushContext {
     this.services = services;
     this.vs = store.list<VirtualServiceObject & StoredObject>('VirtualService').sort(byCreation);
     this.dr = store.list<DestinationRuleObject & StoredObject>('DestinationRule').sort(byCreation);
+    this.gateways = store.list<GatewayObject & StoredObject>('Gateway').sort(byCreation);
   }
 
   /** service returns a service by hostname. */

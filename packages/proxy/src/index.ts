@@ -10,3 +10,4 @@ export * from './secrets.js';
 export * from './xds/envoy-schemas.js';
 export * from './xds/resource-types.js';
 export * from './grpc-certificates.js';
+export * from './gateway/index.js';

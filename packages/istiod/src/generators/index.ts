@@ -4,6 +4,7 @@ import type { ProxyModel } from '../model/proxy.js';
 import type { PushContext } from '../push-context.js';
 import { generateClusters } from './cds.js';
 import { generateEndpoints } from './eds.js';
+import { withGatewayGenerators } from './gateway-generators.js';
 import { generateListeners } from './lds.js';
 import { generateRoutes } from './rds.js';
 import { generateSecrets } from './sds.js';
@@ -16,13 +17,15 @@ export type ResourceGenerator = (push: PushContext, proxy: ProxyModel, warnings:
  * filled explicitly at bootstrap.
  */
 export function createGenerators(): Map<string, ResourceGenerator> {
-  return new Map<string, ResourceGenerator>([
-    [TypeUrl.Listener, (p, x) => generateListeners(p, x)],
-    [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
-    [TypeUrl.Cluster, (p, x, w) => generateClusters(p, x, w)],
-    [TypeUrl.ClusterLoadAssignment, (p, x) => generateEndpoints(p, x)],
-    [TypeUrl.Secret, (p) => generateSecrets(p)],
-  ]);
+  return withGatewayGenerators(
+    new Map<string, ResourceGenerator>([
+      [TypeUrl.Listener, (p, x) => generateListeners(p, x)],
+      [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
+      [TypeUrl.Cluster, (p, x, w) => generateClusters(p, x, w)],
+      [TypeUrl.ClusterLoadAssignment, (p, x) => generateEndpoints(p, x)],
+      [TypeUrl.Secret, (p) => generateSecrets(p)],
+    ]),
+  );
 }
 
 export { generateClusters, inboundPorts, effectivePolicy } from './cds.js';
@@ -30,3 +33,13 @@ export { generateEndpoints, buildLoadAssignment } from './eds.js';
 export { generateListeners, INBOUND_PORT, OUTBOUND_PORT } from './lds.js';
 export { generateRoutes, domainsFor, virtualServiceRoutes, OUTBOUND_ROUTE_NAME, ISTIO_DEFAULT_RETRY } from './rds.js';
 export { generateSecrets, ROOTCA_SECRET } from './sds.js';
+export { withGatewayGenerators } from './gateway-generators.js';
+export {
+  EAST_WEST_PORT,
+  generateGatewayClusters,
+  generateGatewayEndpoints,
+  generateGatewayListeners,
+  hostMatches,
+  passthroughListeners,
+} from './gateway-passthrough.js';
+export { NETWORK_GATEWAY_METADATA, withNetworkGateways } from './network-gateway.js';

@@ -1,4 +1,11 @@
-import type { DestinationRuleSpec, PodSpec, PodStatus, ServiceSpec, VirtualServiceSpec } from '@fedmesh/api';
+import type {
+  DestinationRuleSpec,
+  GatewaySpec,
+  PodSpec,
+  PodStatus,
+  ServiceSpec,
+  VirtualServiceSpec,
+} from '@fedmesh/api';
 
 /** ObjectMetadata is the metadata istiod reads from any config object. */
 export interface ObjectMetadata {
@@ -25,6 +32,8 @@ export type VirtualServiceObject = ConfigObject<VirtualServiceSpec>;
 export type DestinationRuleObject = ConfigObject<DestinationRuleSpec>;
 /** ServiceObject is a stored Kubernetes `v1` Service. */
 export type ServiceObject = ConfigObject<ServiceSpec>;
+/** GatewayObject is a stored `networking.istio.io` Gateway. */
+export type GatewayObject = ConfigObject<GatewaySpec>;
 /** PodObject is a stored Kubernetes `v1` Pod. */
 export type PodObject = ConfigObject<PodSpec, PodStatus>;
 

@@ -49,6 +49,12 @@ export interface WorkloadEndpoint {
   cluster: string;
   healthy: boolean;
   weight: number;
+  /**
+   * networkGateway, when set, names the network whose east-west gateway stands in for this remote workload:
+   * `address` and the instance's `targetPort` are the gateway's (15443); the other fields still describe the
+   * workload (its labels select subsets, its service account is the peer SAN the client checks). docs/adr/0006.
+   */
+  networkGateway?: string;
 }
 
 /** ServiceRegistry is one source of services and their workload endpoints (Istio's `ServiceDiscovery`). */

@@ -5,12 +5,38 @@ import { protocolFromPort } from '../model/service.js';
 /** EXPORT_ANNOTATION turns export off for one Service when set to `"false"` (namespace sameness is the default). */
 export const EXPORT_ANNOTATION = 'networking.fedmesh.io/export';
 
+/** RemoteEntry is one live peer's export of a service, with how to reach it from this network. */
+interface RemoteEntry {
+  cluster: string;
+  network: string;
+  service: ExportedService;
+  /** gateway is the peer network's east-west gateway, when the peer is on another network. */
+  gateway?: { host: string; port: number };
+}
+
+/**
+ * parseGatewayAddress splits a ClusterRecord's `gatewayAddress` (`host:port`, `[v6]:port`) into host and port;
+ * undefined when it is empty or malformed.
+ */
+export function parseGatewayAddress(address: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: m[1] ?? m[2] ?? '', port };
+}
+
 /**
  * FederatedRegistry is a {@link ServiceRegistry} of the endpoints other clusters export, as seen by one
- * {@link FederationMember}: only live peers, and (for now) only peers on the same network, whose pod addresses are
- * reachable directly. Endpoints carry their cluster, network and locality (`topology.istio.io/cluster`,
- * `topology.istio.io/network`). Namespace sameness: `reviews.default` in every cluster is one service, so the push
- * context merges these instances with the local ones.
+ * {@link FederationMember} (only live peers). A peer on this network is reached directly at its pod addresses. A
+ * peer on another network is reached through that network's east-west gateway (its ClusterRecord's
+ * `gatewayAddress`, 15443), as Istio does: each of its healthy endpoints becomes an instance at the gateway's
+ * address and port marked `networkGateway`, keeping the workload's labels (subsets), service account (peer SAN) and
+ * locality; EDS then merges them into one endpoint per gateway weighted by their number (docs/adr/0006). Its
+ * unhealthy endpoints are left out. A peer on another network without a gateway cannot be reached and is skipped
+ * (`onSkipNetwork`, once per peer). Endpoints carry their cluster, network and locality
+ * (`topology.istio.io/cluster`, `topology.istio.io/network`). Namespace sameness: `reviews.default` in every
+ * cluster is one service, so the push context merges these instances with the local ones.
  */
 export class FederatedRegistry implements ServiceRegistry {
   readonly provider = 'Federation';
@@ -18,10 +44,7 @@ export class FederatedRegistry implements ServiceRegistry {
   private version = 0;
   private builtAt = -1;
   private svcs: MeshService[] = [];
-  private byHost = new Map<
-    string,
-    { service: MeshService; remotes: { cluster: string; network: string; service: ExportedService }[] }
-  >();
+  private byHost = new Map<string, { service: MeshService; remotes: RemoteEntry[] }>();
   private readonly skippedNetworks = new Set<string>();
 
   /** constructor subscribes to the member's changes. */
@@ -50,8 +73,9 @@ export class FederatedRegistry implements ServiceRegistry {
       for (const ep of r.service.endpoints) {
         const target = ep.targetPorts[String(port)];
         if (target === undefined) continue;
+        if (r.gateway && !ep.healthy) continue;
         const endpoint: WorkloadEndpoint = {
-          address: ep.address,
+          address: r.gateway ? r.gateway.host : ep.address,
           labels: { ...ep.labels, 'topology.istio.io/cluster': r.cluster, 'topology.istio.io/network': r.network },
           namespace: ep.namespace,
           serviceAccount: ep.serviceAccount,
@@ -63,8 +87,10 @@ export class FederatedRegistry implements ServiceRegistry {
           cluster: r.cluster,
           healthy: ep.healthy,
           weight: ep.weight,
+          ...(r.gateway ? { networkGateway: r.network } : {}),
         };
-        out.push({ service: entry.service, servicePort: { ...servicePort, targetPort: target }, endpoint });
+        const targetPort = r.gateway ? r.gateway.port : target;
+        out.push({ service: entry.service, servicePort: { ...servicePort, targetPort }, endpoint });
       }
     return out;
   }
@@ -79,13 +105,15 @@ export class FederatedRegistry implements ServiceRegistry {
     this.builtAt = this.version;
     this.byHost.clear();
     for (const { record, services } of this.member.remote()) {
-      if (record.network !== this.localNetwork) {
+      const gateway = record.network !== this.localNetwork ? parseGatewayAddress(record.gatewayAddress) : undefined;
+      if (record.network !== this.localNetwork && !gateway) {
         if (!this.skippedNetworks.has(record.cluster)) {
           this.skippedNetworks.add(record.cluster);
           this.onSkipNetwork(record.cluster, record.network);
         }
         continue;
       }
+      this.skippedNetworks.delete(record.cluster);
       for (const s of services) {
         let entry = this.byHost.get(s.hostname);
         if (!entry) {
@@ -108,7 +136,12 @@ export class FederatedRegistry implements ServiceRegistry {
           };
           this.byHost.set(s.hostname, entry);
         }
-        entry.remotes.push({ cluster: record.cluster, network: record.network, service: s });
+        entry.remotes.push({
+          cluster: record.cluster,
+          network: record.network,
+          service: s,
+          ...(gateway ? { gateway } : {}),
+        });
       }
     }
     this.svcs = [...this.byHost.values()].map((e) => e.service).sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
