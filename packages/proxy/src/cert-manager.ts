@@ -26,6 +26,8 @@ export interface CertManagerOptions {
    * holds which certificate (`fedmesh ca status`). It never changes the identity issued.
    */
   nodeId?: string;
+  /** initial is a certificate obtained earlier (persisted by a VM agent): the first request renews with it, no token. */
+  initial?: WorkloadCertificate;
   log: Logger;
 }
 
@@ -89,6 +91,7 @@ export class CertManager extends EventEmitter {
   /** constructor stores options; no I/O. */
   constructor(private readonly opts: CertManagerOptions) {
     super();
+    this.current = opts.initial;
   }
 
   /** certificate returns the current certificate, if any. */

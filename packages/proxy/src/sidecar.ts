@@ -49,6 +49,15 @@ export interface SidecarOptions {
   drainDurationMs?: number;
   /** onQuit runs on admin `POST /quitquitquit`; by default the sidecar drains and stops itself. */
   onQuit?: () => void;
+  /** nodeMetadata adds xDS Node metadata (a VM adds `AUTO_REGISTER_GROUP`); it cannot replace the keys set here. */
+  nodeMetadata?: Record<string, string>;
+  /**
+   * initialCertificate is a certificate obtained earlier (the VM agent's persisted one): the first CSR is
+   * authenticated with it (renewal) instead of the token.
+   */
+  initialCertificate?: WorkloadCertificate;
+  /** onCertificate observes every certificate installed, the first included (the VM agent persists them). */
+  onCertificate?: (cert: WorkloadCertificate) => void;
 }
 
 /** DEFAULT_DRAIN_DURATION_MS is Istio's default `terminationDrainDuration` (5 s). */
@@ -108,6 +117,7 @@ export class Sidecar {
       token: () => opts.token,
       ttlSeconds: opts.certTtlSeconds ?? 0,
       nodeId: istioNodeId(opts.ip, opts.podName, opts.namespace),
+      ...(opts.initialCertificate ? { initial: opts.initialCertificate } : {}),
       log: opts.log.child({ scope: 'cert' }),
     });
     const labels = opts.labels;
@@ -153,6 +163,7 @@ export class Sidecar {
       user_agent_name: 'fedmesh-proxy',
       ...(locality.region || locality.zone || locality.sub_zone ? { locality } : {}),
       metadata: {
+        ...o.nodeMetadata,
         NAMESPACE: o.namespace,
         SERVICE_ACCOUNT: o.serviceAccount,
         POD_NAME: o.podName,
@@ -300,6 +311,7 @@ export class Sidecar {
 
   private onCertificate(c: WorkloadCertificate): void {
     this.cert = c;
+    this.opts.onCertificate?.(c);
     this.updateAdsCredentials();
     const m = this.tlsMaterial();
     if (!m) return;
