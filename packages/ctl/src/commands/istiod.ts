@@ -12,6 +12,10 @@ export function registerIstiod(program: Command): void {
     .option('--host <ip>', 'address to bind', '127.0.0.1')
     .option('--ca-dir <dir>', 'Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)')
     .option('-f, --file <files...>', 'manifest files to load and watch', [])
+    .option(
+      '--kubeconfig <file>',
+      'mirror Services, Pods and Istio config from this Kubernetes API server; accept ServiceAccount tokens',
+    )
     .option('--xds-plain-port <port>', 'plaintext xDS port', '15010')
     .option('--xds-tls-port <port>', 'TLS xDS and CA port', '15012')
     .option('--monitoring-port <port>', 'metrics and admin port', '15014')
@@ -27,6 +31,7 @@ export function registerIstiod(program: Command): void {
         host: string;
         caDir?: string;
         file: string[];
+        kubeconfig?: string;
         xdsPlainPort: string;
         xdsTlsPort: string;
         monitoringPort: string;
@@ -43,6 +48,7 @@ export function registerIstiod(program: Command): void {
           stateDir: o.stateDir,
           ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
           configFiles: o.file,
+          ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}),
           xdsPlainPort: Number(o.xdsPlainPort),
           xdsTlsPort: Number(o.xdsTlsPort),
           monitoringPort: Number(o.monitoringPort),
