@@ -8,6 +8,7 @@ import { loadManifestText } from './config/file-source.js';
 import { configKey, type ConfigStore, type StoredObject } from './config/store.js';
 import type { DiscoveryServer } from './discovery.js';
 import type { IstiodMetrics } from './metrics.js';
+import type { VmAdmin } from './vm/index.js';
 import type { TrustAdmin } from './trust/admin.js';
 import { parseManifests } from '@fedmesh/api';
 
@@ -20,6 +21,8 @@ export interface AdminApiDeps {
   /** adminToken is the bearer secret (from `<state-dir>/admin-token`, mode 0600) the write endpoints require. */
   adminToken: string;
   ready: () => boolean;
+  /** vm, when set, serves the VM routes (`POST /v1/vm/bootstrap`, see createVmAdmin). */
+  vm?: VmAdmin;
   /** trust, when set, serves the root-rotation routes under `/v1/ca/` (see createTrustAdmin). */
   trust?: TrustAdmin;
   log: Logger;
@@ -67,6 +70,7 @@ function authorized(req: http.IncomingMessage, token: string): boolean {
  *   `{token}`, a bootstrap token for a local workload), `GET /debug/syncz` (proxy sync status),
  *   `GET /debug/config_dump?proxyID=…` (the resources pushed to a proxy), `GET /debug/configz` (the config store),
  *   and the CA routes of `deps.trust` (`/v1/ca/status`, `/v1/ca/roots`, `/v1/ca/activate`, `/v1/ca/retire`).
+ * With the same token, `POST /v1/vm/bootstrap` (`deps.vm`) mints a VM bootstrap token for a WorkloadGroup.
  * Timeouts and sizes are bounded.
  */
 export function createAdminApi(deps: AdminApiDeps): http.Server {
@@ -147,6 +151,8 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
       default: {
         const reply = await deps.trust?.handle(route, () => readBody(req));
         if (reply) return json(res, reply.status, reply.body);
+        const vmReply = await deps.vm?.handle(route, () => readBody(req));
+        if (vmReply) return json(res, vmReply.status, vmReply.body);
         return json(res, 404, { error: 'not found' });
       }
     }

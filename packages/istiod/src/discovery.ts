@@ -33,6 +33,9 @@ export interface DiscoveryOptions {
    * its certificate). Throws to refuse. Unset means trust the Node (plaintext loopback port).
    */
   verifyIdentity?: (call: AdsCall, proxy: ProxyModel) => void;
+  /** onStreamOpen and onStreamClose observe each ADS stream after it registered and after it closed (VM auto-registration). */
+  onStreamOpen?: (stream: StreamInfo) => void;
+  onStreamClose?: (stream: StreamInfo) => void;
 }
 
 /** AdsCall is one ADS stream as grpc-js hands it to the server, State of the World or Delta. */
@@ -90,8 +93,14 @@ export class DiscoveryServer {
           opts.verifyIdentity?.(call, proxy);
           return proxy;
         },
-        onStreamOpen: (s) => this.onOpen(s),
-        onStreamClose: (s) => this.onClose(s),
+        onStreamOpen: (s) => {
+          this.onOpen(s);
+          opts.onStreamOpen?.(s);
+        },
+        onStreamClose: (s) => {
+          this.onClose(s);
+          opts.onStreamClose?.(s);
+        },
         onPush: (_s, t) => opts.metrics.pushes.inc({ type: shortTypeName(t) }),
         onAck: () => {
           if (this.changeAt > 0) opts.metrics.convergence.observe((Date.now() - this.changeAt) / 1000);

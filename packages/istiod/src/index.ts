@@ -16,3 +16,4 @@ export * from './analyze/analyze.js';
 export * from './federation.js';
 export * from './registry/federated.js';
 export * from './trust/index.js';
+export * from './vm/index.js';

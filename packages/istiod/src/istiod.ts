@@ -28,6 +28,7 @@ import { FederationLink, type FederationSettings } from './federation.js';
 import { IstiodMetrics } from './metrics.js';
 import type { MeshSettings } from './push-context.js';
 import { KubeObjectsRegistry } from './registry/kube-objects.js';
+import { createVmSupport, type VmSupport } from './vm/index.js';
 import { KubeTokenAuthenticator } from './ca/kube-token-authenticator.js';
 import { KubeConfigSource, loadKubeConfig } from './kube/index.js';
 
@@ -100,6 +101,8 @@ export class Istiod {
   /** workloadCerts records which certificate, under which root, each connected workload holds. */
   readonly workloadCerts = new WorkloadCertificates();
   tokens!: LocalTokenAuthenticator;
+  /** vm is the VM machinery: bootstrap tokens, WorkloadEntry auto-registration and health reports (src/vm). */
+  vm!: VmSupport;
   /** kube mirrors the Kubernetes API into {@link Istiod.store} when `kubeconfig` is set. */
   kube: KubeConfigSource | undefined;
   addresses!: IstiodAddresses;
@@ -142,6 +145,14 @@ export class Istiod {
     this.ca = this.trust.signer();
     this.trust.on('changed', () => (this.ca = this.trust.signer()));
     this.tokens = new LocalTokenAuthenticator({ trustDomain: this.mesh.trustDomain });
+    this.vm = await createVmSupport({
+      store: this.store,
+      stateDir: this.opts.stateDir,
+      mesh: this.mesh,
+      discoveryAddress: () => this.addresses.xdsTls,
+      trustBundlePem: () => this.trust.bundlePem(),
+      log,
+    });
     const kc = this.opts.kubeconfig === undefined ? undefined : loadKubeConfig(this.opts.kubeconfig);
     if (kc) {
       this.kube = new KubeConfigSource({ store: this.store, kubeConfig: kc, log: log.child({ scope: 'kube' }) });
@@ -166,11 +177,13 @@ export class Istiod {
     this.federation = fed;
     this.discovery = new DiscoveryServer({
       store: this.store,
-      registries: fed ? [registry, fed.registry] : [registry],
+      registries: [registry, this.vm.registry, ...(fed ? [fed.registry] : [])],
       mesh: this.mesh,
       trustBundlePem: () => (fed ? fed.trustBundlePem() : trustBundle()),
       log: log.child({ scope: 'xds' }),
       metrics: this.metrics,
+      onStreamOpen: (s) => this.vm.onStreamOpen(s),
+      onStreamClose: (s) => this.vm.onStreamClose(s),
       // Over TLS (15012) a stream must present a workload certificate matching its Node; on the plaintext port
       // (15010, loopback and proxyless clients) the Node is trusted, as in Istio.
       verifyIdentity: (call, proxy) => {
@@ -189,6 +202,7 @@ export class Istiod {
           throw new Error(
             `certificate ${id.namespace}/${id.serviceAccount} does not match node ${proxy.namespace}/${proxy.serviceAccount}`,
           );
+        this.vm.markVerified(proxy);
         this.workloadCerts.record(adsRecord(proxy.id, id, leaf, this.trust));
       },
     });
@@ -214,6 +228,7 @@ export class Istiod {
       authenticators: [
         new CertificateAuthenticator({ trustDomains: [this.mesh.trustDomain] }),
         this.tokens,
+        this.vm.authenticator,
         ...(kc ? [new KubeTokenAuthenticator({ kubeConfig: kc, trustDomain: this.mesh.trustDomain })] : []),
       ],
       logger: log.child({ scope: 'ca' }),
@@ -238,6 +253,7 @@ export class Istiod {
     });
     this.grpcTls.addService(this.discovery.ads.service, this.discovery.ads.implementation);
     this.grpcTls.addService(caService.definition, caService.implementation);
+    this.grpcTls.addService(this.vm.healthService.definition, this.vm.healthService.implementation);
     const tlsPort = await bindGrpc(
       this.grpcTls,
       `${this.opts.host}:${this.opts.xdsTlsPort}`,
@@ -259,6 +275,7 @@ export class Istiod {
         discovery: this.discovery,
         log: log.child({ scope: 'trust' }),
       }),
+      vm: this.vm.admin,
       log: log.child({ scope: 'admin' }),
     });
     const monPort = await listenHttp(this.http, this.opts.host, this.opts.monitoringPort);
@@ -283,6 +300,7 @@ export class Istiod {
   async stop(): Promise<void> {
     await this.federation?.close();
     this.files?.close();
+    this.vm?.close();
     await this.kube?.stop();
     this.discovery?.close();
     this.grpcPlain.forceShutdown();

@@ -15,7 +15,6 @@ import {
   requiredString,
   StringMapSchema,
   UInt32Schema,
-  WorkloadSelectorSchema,
   whenValid,
 } from './common.js';
 import { PortSchema } from './gateway.js';
@@ -46,6 +45,12 @@ export const WorkloadEntrySpecSchema = z.strictObject(WorkloadEntryFields).super
 export type WorkloadEntrySpec = z.infer<typeof WorkloadEntrySpecSchema>;
 
 /**
+ * ServiceEntryWorkloadSelectorSchema is networking's `WorkloadSelector`, `{ labels }` (not security's
+ * `{ matchLabels }`): the WorkloadEntries and pods whose labels include all of them are the ServiceEntry's endpoints.
+ */
+export const ServiceEntryWorkloadSelectorSchema = z.strictObject({ labels: StringMapSchema.optional() });
+
+/**
  * ServiceEntrySpecSchema is the `spec` of a ServiceEntry: `hosts` (at least one), `addresses`, `ports`
  * (numbers and names unique), `location` (MESH_EXTERNAL or MESH_INTERNAL), `resolution` (NONE, STATIC, DNS,
  * DNS_ROUND_ROBIN), `endpoints` or `workloadSelector` (not both), `exportTo` and `subjectAltNames`.
@@ -61,7 +66,7 @@ export const ServiceEntrySpecSchema = z
     location: z.enum(['MESH_EXTERNAL', 'MESH_INTERNAL']).optional(),
     resolution: z.enum(['NONE', 'STATIC', 'DNS', 'DNS_ROUND_ROBIN']).optional(),
     endpoints: z.array(WorkloadEntrySpecSchema).optional(),
-    workloadSelector: WorkloadSelectorSchema.optional(),
+    workloadSelector: ServiceEntryWorkloadSelectorSchema.optional(),
     exportTo: ExportToSchema.optional(),
     subjectAltNames: z.array(requiredString()).optional(),
   })
