@@ -2,7 +2,13 @@
  * Kubernetes discovery for istiod: informers that mirror the API server's objects into the ConfigStore. The fake API
  * server for tests is in `./testing` (the `@fedmesh/istiod/testing` entry point), never imported from here.
  */
-export { KUBE_OWNER, KubeConfigSource, loadKubeConfig, type KubeConfigSourceOptions } from './source.js';
+export {
+  KUBE_OWNER,
+  KubeConfigSource,
+  loadKubeConfig,
+  SERVICE_ACCOUNT_DIR,
+  type KubeConfigSourceOptions,
+} from './source.js';
 export { KubeApiError, type KindStatus } from './kind-watcher.js';
 export { MIRRORED_KINDS, apiVersionOf, collectionPath, type KubeObject, type MirroredKind } from './kinds.js';
 export { kubeRequestJson, type KubeRequestOptions, type KubeResponse } from './http.js';

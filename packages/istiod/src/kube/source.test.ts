@@ -308,6 +308,40 @@ describe('KubeConfigSource against a fake API server', () => {
 });
 
 describe('loadKubeConfig', () => {
+  it('loads the in-cluster config from a ServiceAccount mount and syncs with its token', async (t) => {
+    const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+    const root = mkdtempSync('/tmp/fedmesh-sa-');
+    const saDir = `${root}/var/run/secrets/kubernetes.io/serviceaccount`;
+    mkdirSync(saDir, { recursive: true });
+    const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
+    t.after(() => {
+      rmSync(root, { recursive: true, force: true });
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const)
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+    });
+    writeFileSync(`${saDir}/ca.crt`, fake.caPem);
+    assert.throws(() => loadKubeConfig(saDir), /ENOENT.*token/);
+    writeFileSync(`${saDir}/token`, fake.token);
+    writeFileSync(`${saDir}/namespace`, 'istio-system');
+    delete process.env.KUBERNETES_SERVICE_HOST;
+    assert.throws(() => loadKubeConfig(saDir), /needs KUBERNETES_SERVICE_HOST/);
+    process.env.KUBERNETES_SERVICE_HOST = '127.0.0.1';
+    process.env.KUBERNETES_SERVICE_PORT = new URL(fake.server.url).port;
+    const kc = loadKubeConfig(saDir);
+    assert.equal(kc.getCurrentCluster()?.server, fake.server.url);
+    fake.server.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'in-cluster' } });
+    const store = new ConfigStore<StoredObject>();
+    const source = new KubeConfigSource({ store, kubeConfig: kc, log: memoryLogger().log });
+    t.after(() => source.stop());
+    source.start();
+    await source.waitForSync(10_000);
+    assert.ok(store.get('Namespace/default/in-cluster'), 'listed with the token read from the mount');
+  });
+
   let fake: RunningFakeApiServer;
   before(async () => (fake = await startFakeApiServer()));
   after(() => fake.close());
@@ -321,6 +355,7 @@ describe('loadKubeConfig', () => {
       assert.throws(() => loadKubeConfig(`${dir}/empty`), /no current context with a cluster server/);
       writeFileSync(`${dir}/good`, fake.kubeconfigYaml);
       assert.equal(loadKubeConfig(`${dir}/good`).getCurrentCluster()?.server, fake.server.url);
+      assert.throws(() => loadKubeConfig(dir), /a directory must be a ServiceAccount mount/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

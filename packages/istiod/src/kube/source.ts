@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ConfigStore, StoredObject } from '../config/store.js';
@@ -30,20 +32,37 @@ export interface KubeConfigSourceOptions {
   backoffMaxMs?: number;
 }
 
+/** SERVICE_ACCOUNT_DIR is where Kubernetes mounts a pod's ServiceAccount token, CA and namespace. */
+export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
 /**
- * loadKubeConfig reads a kubeconfig file and checks that it names a current context with a cluster server. Throws
- * an Error naming the file for a missing or unreadable file, bad YAML, or no usable current context.
+ * loadKubeConfig reads a kubeconfig file and checks that it names a current context with a cluster server. Given a
+ * directory ending in {@link SERVICE_ACCOUNT_DIR} (a pod's ServiceAccount mount, holding `token` and `ca.crt`), it
+ * builds the in-cluster config instead: server from `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, the token
+ * re-read from its file as it rotates. Throws an Error naming the path for a missing or unreadable file, bad YAML, no
+ * usable current context, or an incomplete ServiceAccount directory.
  */
 export function loadKubeConfig(file: string): KubeConfig {
   const kc = new KubeConfig();
   try {
-    kc.loadFromFile(file);
+    if (fs.statSync(file).isDirectory()) loadInCluster(kc, file);
+    else kc.loadFromFile(file);
   } catch (err) {
     throw new Error(`kubeconfig ${file}: ${(err as Error).message}`, { cause: err });
   }
   const cluster = kc.getCurrentCluster();
   if (!cluster?.server) throw new Error(`kubeconfig ${file}: no current context with a cluster server`);
   return kc;
+}
+
+function loadInCluster(kc: KubeConfig, dir: string): void {
+  const clean = path.resolve(dir);
+  if (!clean.endsWith(SERVICE_ACCOUNT_DIR))
+    throw new Error(`a directory must be a ServiceAccount mount (${SERVICE_ACCOUNT_DIR})`);
+  for (const f of ['token', 'ca.crt']) fs.accessSync(path.join(clean, f), fs.constants.R_OK);
+  const { KUBERNETES_SERVICE_HOST: host, KUBERNETES_SERVICE_PORT: port } = process.env;
+  if (!host || !port) throw new Error('in-cluster config needs KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT');
+  kc.loadFromCluster(clean.slice(0, clean.length - SERVICE_ACCOUNT_DIR.length));
 }
 
 /**

@@ -20,6 +20,10 @@ export interface RunningFakeApiServer {
   kubeConfig: KubeConfig;
   /** kubeconfigYaml is the same config as a kubeconfig file's text. */
   kubeconfigYaml: string;
+  /** caPem is the CA that signed the fake's serving certificate. */
+  caPem: string;
+  /** token is the bearer token the fake requires. */
+  token: string;
   /** close stops the fake. */
   close(): Promise<void>;
 }
@@ -69,5 +73,5 @@ export async function startFakeApiServer(
   ].join('\n');
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromString(kubeconfigYaml);
-  return { server, kubeConfig, kubeconfigYaml, close: () => server.stop() };
+  return { server, kubeConfig, kubeconfigYaml, caPem: ca.rootCertPem, token, close: () => server.stop() };
 }
