@@ -1,8 +1,10 @@
 import type { ConfigStore, StoredObject } from './config/store.js';
 import {
   namespaceOf,
+  type AuthorizationPolicyObject,
   type DestinationRuleObject,
   type GatewayObject,
+  type PeerAuthenticationObject,
   type VirtualServiceObject,
 } from './model/config.js';
 import type { MeshService, ServiceInstance, ServiceRegistry } from './model/service.js';
@@ -16,6 +18,11 @@ export interface MeshSettings {
   rootNamespace: string;
   clusterId: string;
   network: string;
+  /**
+   * pathNormalization is Istio's `meshConfig.pathNormalization.normalization` for inbound HTTP: NONE, BASE
+   * (default), MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (see generators/inbound.ts).
+   */
+  pathNormalization?: 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES' | undefined;
 }
 
 function byCreation<
@@ -49,6 +56,10 @@ export class PushContext {
   private readonly dr: DestinationRuleObject[];
   /** gateways are the Istio Gateways, oldest first (gateway proxies pick theirs by selector). */
   readonly gateways: readonly GatewayObject[];
+  /** authorizationPolicies are the AuthorizationPolicies, oldest first. */
+  readonly authorizationPolicies: readonly AuthorizationPolicyObject[];
+  /** peerAuthentications are the PeerAuthentications, oldest first (the oldest wins a tie, as in Istio). */
+  readonly peerAuthentications: readonly PeerAuthenticationObject[];
   private readonly instanceCache = new Map<string, ServiceInstance[]>();
 
   /** constructor snapshots the store and registries at `version`. */
@@ -71,6 +82,12 @@ export class PushContext {
     this.vs = store.list<VirtualServiceObject & StoredObject>('VirtualService').sort(byCreation);
     this.dr = store.list<DestinationRuleObject & StoredObject>('DestinationRule').sort(byCreation);
     this.gateways = store.list<GatewayObject & StoredObject>('Gateway').sort(byCreation);
+    this.authorizationPolicies = store
+      .list<AuthorizationPolicyObject & StoredObject>('AuthorizationPolicy')
+      .sort(byCreation);
+    this.peerAuthentications = store
+      .list<PeerAuthenticationObject & StoredObject>('PeerAuthentication')
+      .sort(byCreation);
   }
 
   /** service returns a service by hostname. */

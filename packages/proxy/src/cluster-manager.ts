@@ -20,6 +20,7 @@ import { OutlierDetector, outlierConfig, type EjectionType, type OutlierResult }
 import type { TlsMaterial } from './secrets.js';
 import { durationMs, type EnvoyCluster, type EnvoyClusterLoadAssignment } from './xds/envoy-schemas.js';
 import { networkGatewayField } from './gateway/endpoint-metadata.js';
+import { sidecarField } from './endpoint-tls-mode.js';
 
 /** Endpoint is one upstream host of a cluster, from its ClusterLoadAssignment. */
 export interface Endpoint extends SelectableHost {
@@ -34,6 +35,8 @@ export interface Endpoint extends SelectableHost {
   workload: { name: string; namespace: string; app: string; version: string; cluster: string } | undefined;
   /** networkGateway, when set, is the network whose east-west gateway this endpoint is (docs/adr/0006). */
   networkGateway?: string;
+  /** sidecar is set when the endpoint runs a sidecar (Istio's `tlsMode: istio`): dial its 15006 even in plaintext. */
+  sidecar?: true;
 }
 
 /** UpstreamCluster is a cluster ready for requests: endpoints, load balancing, circuit breakers and a pool. */
@@ -105,6 +108,7 @@ export function endpointsFromAssignment(cla: EnvoyClusterLoadAssignment | undefi
         localityWeight: le.load_balancing_weight?.value ?? 1,
         workload: parseWorkload(e.metadata),
         ...networkGatewayField(e.metadata),
+        ...sidecarField(e.metadata),
       });
     }
   }
@@ -301,11 +305,12 @@ export class ClusterManager {
   }
 
   /**
-   * upstreamTarget returns where to dial an endpoint: a peer proxy's mTLS port in explicit mode, except another
-   * network's east-west gateway (`networkGateway`), dialled at its own port with the same SNI (docs/adr/0006).
+   * upstreamTarget returns where to dial an endpoint: in explicit mode, a peer proxy's inbound port (15006) for an
+   * mTLS cluster and for a sidecar endpoint reached in plaintext (docs/adr/0010), except another network's
+   * east-west gateway (`networkGateway`), dialled at its own port with the same SNI (docs/adr/0006).
    */
   upstreamTarget(cluster: UpstreamCluster, ep: Endpoint): { host: string; port: number } {
-    if (cluster.mtls && this.opts.mtlsPort !== undefined && ep.networkGateway === undefined)
+    if ((cluster.mtls || ep.sidecar) && this.opts.mtlsPort !== undefined && ep.networkGateway === undefined)
       return { host: ep.address, port: this.opts.mtlsPort };
     return { host: ep.address, port: ep.port };
   }

@@ -9,6 +9,7 @@ import type { DrainController } from './drain.js';
 import { computeHash } from './hash-policy.js';
 import { blankLabels, type IstioLabels, type ProxyMetrics } from './metrics.js';
 import type { HeaderMutation, RequestView, RouteEntry, RouteTable, VirtualHostEntry } from './route-table.js';
+import type { RequestGuardHook } from './http/request-guard.js';
 import { forward, type ForwardResult } from './router.js';
 import { injectSpan, startSpan, type TraceContext } from './tracing.js';
 
@@ -48,6 +49,11 @@ export interface HttpHandlerContext {
   samplingPercent?: number;
   /** random drives fault injection, weighted clusters and mirroring (tests inject it). */
   random?: () => number;
+  /**
+   * guard runs before routing (`http/request-guard.ts`): framing checks, path normalization and RBAC. Its
+   * normalized view is the one routed and forwarded; a local reply it returns is sent instead.
+   */
+  guard?: RequestGuardHook;
 }
 
 const HOP_BY_HOP = new Set([
@@ -250,6 +256,11 @@ export function createHttpHandler(
         x.flags.add('DPE');
         return x.localReply(400, 'bad request target\n', 'http1.invalid_url');
       }
+    }
+    if (ctx.guard) {
+      const g = ctx.guard.decodeHeaders(req, x.view, x.peer, (v) => ctx.routes()?.route(v)?.route);
+      if ('reply' in g) return x.localReply(g.reply.status, g.reply.body, g.reply.details, g.reply.headers);
+      x.view = g.view;
     }
     const hit = ctx.routes()?.route(x.view);
     if (!hit) {

@@ -4,6 +4,9 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { isPkiError, spiffeUri, verifySpiffePeer } from '@fedmesh/pki';
 import { createHttpHandler, type HttpHandlerContext, type PeerInfo } from './http-handler.js';
+import { CHAIN_GONE, NO_SECURITY, RequestGuard, type HcmSecurity } from './http/request-guard.js';
+import { onClientError } from './http/client-error.js';
+import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
 import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
@@ -30,24 +33,50 @@ export const DEFAULT_LIMITS: ListenerLimits = {
   maxConnections: 10_000,
 };
 
-/** AcceptedListener is an accepted Listener with its inline route tables compiled (by filter chain index). */
+/**
+ * AcceptedListener is an accepted Listener with its inline route tables and its HCMs' security settings
+ * (normalization, RBAC) compiled, by filter chain index.
+ */
 export interface AcceptedListener {
   config: EnvoyListener;
   inlineRoutes: Map<number, RouteTable>;
+  security?: Map<number, HcmSecurity>;
 }
 
 interface ChainRuntime {
   chain: EnvoyFilterChain;
+  /** json is the chain's config as JSON, to reuse an unchanged chain's server across Listener updates. */
+  json: string;
   http: http.Server;
 }
+
+/**
+ * ListenerMode is how a listener accepts connections: `plain` HTTP, `tls` only, or `inspect` (a
+ * `tls_inspector` listener filter: the first byte picks a TLS or a raw_buffer filter chain).
+ */
+type ListenerMode = 'plain' | 'tls' | 'inspect';
 
 interface ActiveListener {
   name: string;
   key: string;
   server: net.Server;
+  /** tlsServer terminates TLS for an `inspect` listener (it never listens itself). */
+  tlsServer: tls.Server | undefined;
+  mode: ListenerMode;
   chains: ChainRuntime[];
+  /** guards are the chains' request guards by chain key; connections look theirs up at every request. */
+  guards: Map<string, RequestGuard>;
   tls: boolean;
   sockets: Set<net.Socket>;
+}
+
+function listenerMode(l: EnvoyListener): ListenerMode {
+  if (l.listener_filters?.some((f) => f.name === 'envoy.filters.listener.tls_inspector')) return 'inspect';
+  return l.filter_chains.some((c) => c.transport_socket) ? 'tls' : 'plain';
+}
+
+function chainKey(chain: EnvoyFilterChain, index: number): string {
+  return chain.name ?? `#${index}`;
 }
 
 /** ListenerManagerDeps are what listeners need from the rest of the proxy. */
@@ -70,11 +99,16 @@ export type HandshakeObserver = (direction: 'inbound' | 'outbound', result: 'ok'
 
 const peers = new WeakMap<net.Socket, PeerInfo>();
 
-function chainMatches(chain: EnvoyFilterChain, sni: string | undefined, transport: 'tls' | 'raw_buffer'): boolean {
+function chainMatches(
+  chain: EnvoyFilterChain,
+  sni: string | undefined,
+  transport: 'tls' | 'raw_buffer',
+  anySni = false,
+): boolean {
   const m = chain.filter_chain_match;
   if (!m) return true;
   if (m.transport_protocol !== undefined && m.transport_protocol !== transport) return false;
-  if (m.server_names && m.server_names.length > 0) {
+  if (!anySni && m.server_names && m.server_names.length > 0) {
     if (!sni) return false;
     const s = sni.toLowerCase();
     return m.server_names.some((n) => (n.startsWith('*.') ? s.endsWith(n.slice(1)) : s === n.toLowerCase()));
@@ -113,9 +147,12 @@ export class ListenerManager {
     for (const [name, l] of listeners) {
       const key = `${l.config.address.socket_address.address}:${l.config.address.socket_address.port_value}`;
       const cur = this.active.get(name);
-      if (cur && cur.key === key) {
-        cur.chains = this.buildChains(l);
+      if (cur && cur.key === key && cur.mode === listenerMode(l.config)) {
+        const old = cur.chains;
+        cur.chains = this.buildChains(l, cur, old);
         cur.tls = l.config.filter_chains.some((c) => c.transport_socket);
+        // A changed or removed chain drains: idle connections close, in-flight requests finish.
+        for (const c of old) if (!cur.chains.includes(c)) c.http.close();
         continue;
       }
       if (cur) this.stop(cur);
@@ -130,7 +167,8 @@ export class ListenerManager {
     const m = this.deps.tls();
     if (!m) return;
     for (const l of this.active.values()) {
-      if (l.server instanceof tls.Server) l.server.setSecureContext(this.secureOptions(m));
+      if (l.tlsServer) l.tlsServer.setSecureContext(this.secureOptions(m));
+      else if (l.server instanceof tls.Server) l.server.setSecureContext(this.secureOptions(m));
     }
   }
 
@@ -152,18 +190,44 @@ export class ListenerManager {
     return { cert: m.certChainPem, key: m.keyPem, ca: m.trustBundlePem, minVersion: 'TLSv1.2' };
   }
 
-  private buildChains(l: AcceptedListener): ChainRuntime[] {
-    return l.config.filter_chains.map((chain, i) => {
+  /**
+   * buildChains makes one HTTP server per filter chain (reusing a `previous` one whose chain is unchanged) and
+   * refreshes `entry.guards`. The servers never listen: the listener hands them connections. Emitting
+   * 'listening' starts Node's connection tracking, without which `headersTimeout` and `requestTimeout` are never
+   * enforced on handed-over connections.
+   */
+  private buildChains(
+    l: AcceptedListener,
+    entry: { guards: Map<string, RequestGuard> },
+    previous: readonly ChainRuntime[] = [],
+  ): ChainRuntime[] {
+    const guards = new Map<string, RequestGuard>();
+    const runtimes = l.config.filter_chains.map((chain, i) => {
       const hcm = chain.filters[0]?.typed_config;
+      const json = JSON.stringify(chain);
       const inline = l.inlineRoutes.get(i);
       const rdsName = hcm?.rds?.route_config_name;
       const direction = l.config.traffic_direction === 'INBOUND' ? 'inbound' : 'outbound';
+      const key = chainKey(chain, i);
+      guards.set(
+        key,
+        new RequestGuard(l.security?.get(i) ?? NO_SECURITY, {
+          statPrefix: hcm?.stat_prefix ?? '',
+          registry: this.deps.handlerContext.metrics.registry,
+          log: this.deps.log.child({ scope: 'rbac', chain: key }),
+          maxHeadersCount: this.limits.maxHeadersCount,
+        }),
+      );
+      const same = previous.find((p) => p.json === json);
+      if (same) return same;
       const handler = createHttpHandler({
         ...this.deps.handlerContext,
         direction,
         routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
         forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
         peerOf: (req) => peers.get(req.socket),
+        // Looked up per request: a policy update reaches connections opened before it.
+        guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
       });
       const server = http.createServer(
         {
@@ -171,40 +235,44 @@ export class ListenerManager {
           requestTimeout: this.limits.requestTimeoutMs,
           headersTimeout: this.limits.headersTimeoutMs,
           keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))),
         },
         handler,
       );
       server.maxHeadersCount = this.limits.maxHeadersCount;
-      return { chain, http: server };
+      server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) =>
+        onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction, chain: key }),
+      );
+      server.emit('listening');
+      return { chain, json, http: server };
     });
+    entry.guards = guards;
+    return runtimes;
   }
 
   private bind(name: string, key: string, l: AcceptedListener): Promise<void> {
     const isTls = l.config.filter_chains.some((c) => c.transport_socket);
+    const mode = listenerMode(l.config);
     const entry: ActiveListener = {
       name,
       key,
       server: net.createServer(),
-      chains: this.buildChains(l),
+      tlsServer: undefined,
+      mode,
+      chains: [],
+      guards: new Map(),
       tls: isTls,
       sockets: new Set(),
     };
+    entry.chains = this.buildChains(l, entry);
     const material = this.deps.tls();
-    if (isTls) {
+    if (mode === 'inspect') {
+      if (isTls && !material) return Promise.reject(new Error(`${name}: no certificate yet for a TLS listener`));
+      entry.tlsServer = this.makeTlsServer(entry, material);
+      entry.server = net.createServer((sock) => this.onInspectedConnection(entry, sock));
+    } else if (isTls) {
       if (!material) return Promise.reject(new Error(`${name}: no certificate yet for a TLS listener`));
-      const server = tls.createServer({
-        ...this.secureOptions(material),
-        requestCert: true,
-        rejectUnauthorized: true,
-        handshakeTimeout: this.limits.handshakeTimeoutMs,
-      });
-      server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
-      server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
-        this.deps.log.warn({ listener: name, remote: sock.remoteAddress, err: err.message }, 'TLS handshake refused');
-        this.deps.onHandshake?.('inbound', 'error');
-        sock.destroy();
-      });
-      entry.server = server;
+      entry.server = this.makeTlsServer(entry, material);
     } else {
       entry.server = net.createServer((sock) => this.onPlainConnection(entry, sock));
     }
@@ -223,6 +291,53 @@ export class ListenerManager {
         this.deps.log.info({ listener: name, address: key }, 'listener bound');
         resolve();
       });
+    });
+  }
+
+  private makeTlsServer(entry: ActiveListener, material: TlsMaterial | undefined): tls.Server {
+    const server = tls.createServer({
+      ...(material ? this.secureOptions(material) : {}),
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: this.limits.handshakeTimeoutMs,
+    });
+    server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
+    server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
+      this.deps.log.warn(
+        { listener: entry.name, remote: sock.remoteAddress, err: err.message },
+        'TLS handshake refused',
+      );
+      this.deps.onHandshake?.('inbound', 'error');
+      sock.destroy();
+    });
+    return server;
+  }
+
+  /**
+   * onInspectedConnection is Envoy's `tls_inspector`: the first byte (0x16, a TLS handshake record) selects
+   * the TLS chains, anything else the raw_buffer chains. A client that sends nothing within the handshake
+   * timeout is dropped; a connection no chain accepts is closed.
+   */
+  private onInspectedConnection(entry: ActiveListener, sock: net.Socket): void {
+    this.track(entry, sock);
+    void inspectTransport(sock, this.limits.handshakeTimeoutMs).then((transport) => {
+      if (transport === undefined) return void sock.destroy();
+      if (transport === 'tls') {
+        if (!entry.tlsServer || !entry.chains.some((c) => chainMatches(c.chain, undefined, 'tls', true)))
+          return void sock.destroy();
+        entry.tlsServer.emit('connection', sock);
+        return;
+      }
+      const chain = entry.chains.find((c) => chainMatches(c.chain, undefined, 'raw_buffer'));
+      if (!chain) {
+        this.deps.log.warn(
+          { listener: entry.name, remote: sock.remoteAddress },
+          'no plaintext filter chain; connection closed',
+        );
+        return void sock.destroy();
+      }
+      chain.http.emit('connection', sock);
+      sock.resume();
     });
   }
 
@@ -275,7 +390,7 @@ export class ListenerManager {
 
   private stop(l: ActiveListener, destroy = false): void {
     l.server.close();
-    for (const c of l.chains) c.http.closeIdleConnections();
+    for (const c of l.chains) c.http.close();
     if (destroy) for (const s of l.sockets) s.destroy();
     this.active.delete(l.name);
   }

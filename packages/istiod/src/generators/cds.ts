@@ -14,6 +14,7 @@ import {
   type GeneratedResource,
 } from './common.js';
 import { applyLoadBalancer, applyOutlierDetection, circuitBreakers, httpProtocolOptions } from './traffic-policy.js';
+import { autoMtlsToServers } from './authn.js';
 
 /** effectivePolicy merges a DestinationRule's traffic policies for one subset and port: subset over port-level over top level (Istio's `MergeTrafficPolicy`). */
 export function effectivePolicy(
@@ -65,7 +66,10 @@ function outboundCluster(
     warnings.push(`${name}: DestinationRule tls mode ${mode} (origination) not yet supported; cluster left out`);
     return undefined;
   }
-  const autoMtls = mode === undefined && instances.every((i) => i.endpoint.tlsMode === 'istio');
+  const autoMtls =
+    mode === undefined &&
+    instances.every((i) => i.endpoint.tlsMode === 'istio') &&
+    autoMtlsToServers(push, instances, name, warnings);
   if (mode === 'ISTIO_MUTUAL' || autoMtls) {
     const sans = serviceAccountsOf(push.mesh.trustDomain, instances);
     cluster.transport_socket = {

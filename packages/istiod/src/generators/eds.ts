@@ -29,6 +29,10 @@ function lbEndpoint(i: ServiceInstance): object {
             },
           },
         },
+        // Istio's transport socket match label: the endpoint runs a sidecar.
+        ...(i.endpoint.tlsMode === 'istio'
+          ? { 'envoy.transport_socket_match': { fields: { tlsMode: { stringValue: 'istio' } } } }
+          : {}),
       },
     },
   };

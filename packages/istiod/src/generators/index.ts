@@ -19,7 +19,7 @@ export type ResourceGenerator = (push: PushContext, proxy: ProxyModel, warnings:
 export function createGenerators(): Map<string, ResourceGenerator> {
   return withGatewayGenerators(
     new Map<string, ResourceGenerator>([
-      [TypeUrl.Listener, (p, x) => generateListeners(p, x)],
+      [TypeUrl.Listener, (p, x, w) => generateListeners(p, x, w)],
       [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
       [TypeUrl.Cluster, (p, x, w) => generateClusters(p, x, w)],
       [TypeUrl.ClusterLoadAssignment, (p, x) => generateEndpoints(p, x)],

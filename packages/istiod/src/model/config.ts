@@ -1,6 +1,8 @@
 import type {
+  AuthorizationPolicySpec,
   DestinationRuleSpec,
   GatewaySpec,
+  PeerAuthenticationSpec,
   PodSpec,
   PodStatus,
   ServiceSpec,
@@ -41,3 +43,8 @@ export type PodObject = ConfigObject<PodSpec, PodStatus>;
 export function namespaceOf(o: { metadata: ObjectMetadata }): string {
   return o.metadata.namespace ?? 'default';
 }
+
+/** AuthorizationPolicyObject is a stored `security.istio.io` AuthorizationPolicy. */
+export type AuthorizationPolicyObject = ConfigObject<AuthorizationPolicySpec>;
+/** PeerAuthenticationObject is a stored `security.istio.io` PeerAuthentication. */
+export type PeerAuthenticationObject = ConfigObject<PeerAuthenticationSpec>;

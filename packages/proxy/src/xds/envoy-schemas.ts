@@ -6,6 +6,7 @@
  * https://www.envoyproxy.io/docs/envoy/latest/api-v3/api).
  */
 import { z } from 'zod';
+import { createRbacSchemas } from './rbac-schemas.js';
 
 const u32 = z.number().int().min(0).max(0xffffffff);
 const wrappedU32 = z.strictObject({ value: u32.optional() });
@@ -312,6 +313,9 @@ const faultFilter = z.strictObject({
   }),
 });
 
+/** RbacFilterSchema is an `envoy.filters.http.rbac` entry of `http_filters` (see `rbac-schemas.ts`). */
+export const RbacFilterSchema = createRbacSchemas(StringMatcherSchema).filter;
+
 /** HttpConnectionManagerSchema is `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`. */
 export const HttpConnectionManagerSchema = z
   .strictObject({
@@ -323,7 +327,7 @@ export const HttpConnectionManagerSchema = z
     rds: z.strictObject({ route_config_name: z.string().min(1), config_source: configSource }).optional(),
     route_config: RouteConfigurationSchema.optional(),
     http_filters: z
-      .array(z.union([faultFilter, routerFilter]))
+      .array(z.discriminatedUnion('name', [faultFilter, RbacFilterSchema, routerFilter]))
       .min(1)
       .refine((f) => f[f.length - 1]?.name === 'envoy.filters.http.router', 'the router must be the last HTTP filter'),
     forward_client_cert_details: z
@@ -340,6 +344,18 @@ export const HttpConnectionManagerSchema = z
       .optional(),
     max_request_headers_kb: wrappedU32.optional(),
     use_remote_address: wrappedBool.optional(),
+    normalize_path: wrappedBool.optional(),
+    merge_slashes: z.boolean().optional(),
+    path_with_escaped_slashes_action: z
+      .enum([
+        'IMPLEMENTATION_SPECIFIC_DEFAULT',
+        'KEEP_UNCHANGED',
+        'REJECT_REQUEST',
+        'UNESCAPE_AND_REDIRECT',
+        'UNESCAPE_AND_FORWARD',
+      ])
+      .optional(),
+    strip_trailing_host_dot: z.boolean().optional(),
   })
   .refine(
     (h) => (h.rds === undefined) !== (h.route_config === undefined),

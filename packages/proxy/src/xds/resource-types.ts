@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { TypeUrl, decodeAny, type AnyMessage } from '@fedmesh/api/xds';
 import type { DecodeResult, XdsResourceType } from '@fedmesh/xds';
 import { RouteTable } from '../route-table.js';
+import { compileHcmSecurity, type HcmSecurity } from '../http/request-guard.js';
 import {
   ClusterLoadAssignmentSchema,
   ClusterSchema,
@@ -43,12 +44,17 @@ function decoder<T, S extends z.ZodType>(
 }
 
 /** ListenerType decodes and validates Listeners; compiling inline route configs catches bad regexes. */
-export const ListenerType: XdsResourceType<{ config: EnvoyListener; inlineRoutes: Map<number, RouteTable> }> = decoder(
+export const ListenerType: XdsResourceType<{
+  config: EnvoyListener;
+  inlineRoutes: Map<number, RouteTable>;
+  security: Map<number, HcmSecurity>;
+}> = decoder(
   TypeUrl.Listener,
   ListenerSchema,
   (r) => r.name,
   (config) => {
     const inlineRoutes = new Map<number, RouteTable>();
+    const security = new Map<number, HcmSecurity>();
     config.filter_chains.forEach((fc, i) => {
       const hcm = fc.filters[0]?.typed_config;
       if (hcm?.route_config) {
@@ -59,7 +65,11 @@ export const ListenerType: XdsResourceType<{ config: EnvoyListener; inlineRoutes
         }
       }
     });
-    return { config, inlineRoutes };
+    config.filter_chains.forEach((fc, i) => {
+      const hcm = fc.filters[0]?.typed_config;
+      if (hcm) security.set(i, compileHcmSecurity(hcm, `filter_chains[${i}].filters[0].typed_config`));
+    });
+    return { config, inlineRoutes, security };
   },
 );
 
