@@ -11,7 +11,7 @@ const MAX_CERT_FILE_BYTES = 64 * 1024;
 
 /** LoadResult says what was found in the state directory: a usable certificate, or why there is none. */
 export type LoadResult =
-  | { cert: WorkloadCertificate }
+  | { cert: WorkloadCertificate; reason?: undefined; detail?: undefined }
   | { cert?: undefined; reason: 'none' | 'expired' | 'other-identity' | 'unreadable'; detail?: string };
 
 interface Persisted {

@@ -32,7 +32,7 @@ const ENV: VmClusterEnv = {
   probe: { tcpSocket: { port: 8080 } },
 };
 
-function configDir(name: string, files: Partial<Record<keyof typeof VM_FILES, string>>): string {
+function configDir(name: string, files: Partial<Record<keyof typeof VM_FILES, string | undefined>>): string {
   const d = path.join(dir, name);
   fs.mkdirSync(d, { recursive: true });
   for (const [k, text] of Object.entries(files))
