@@ -8,8 +8,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
-import { parseResource } from '@fedmesh/api';
-import { Istiod, type FederationSettings } from '@fedmesh/istiod';
+import { parseResource, type MeshResource } from '@fedmesh/api';
+import { Istiod, type FederationSettings, type IstiodOptions } from '@fedmesh/istiod';
 import { Sidecar } from '@fedmesh/proxy';
 
 /** FIXTURES is the shared Istio sample directory beside the repository. */
@@ -90,6 +90,9 @@ export class LocalMesh {
   clusterId = 'Kubernetes';
   private nextIp = 10;
   readonly pods: TestPod[] = [];
+  private istiodOptions!: IstiodOptions;
+  private readonly podResources: MeshResource[] = [];
+  private restarts = 0;
 
   /** constructor makes the temp dir only. */
   constructor() {
@@ -104,19 +107,32 @@ export class LocalMesh {
   ): Promise<void> {
     this.subnet = await freeSubnet();
     this.clusterId = extra.clusterId ?? 'Kubernetes';
-    this.istiod = new Istiod({
-      host: `127.0.${this.subnet}.1`,
-      xdsPlainPort: 15010,
-      xdsTlsPort: 15012,
-      monitoringPort: 15014,
-      stateDir: path.join(this.dir, 'istiod'),
-      configFiles: files,
-      ...(caDir ? { caDir } : {}),
-      ...(extra.federation ? { federation: extra.federation } : {}),
-      mesh: { clusterId: this.clusterId },
-      log: testLogger(this.dir, 'istiod'),
-    });
+    this.istiod = new Istiod(
+      (this.istiodOptions = {
+        host: `127.0.${this.subnet}.1`,
+        xdsPlainPort: 15010,
+        xdsTlsPort: 15012,
+        monitoringPort: 15014,
+        stateDir: path.join(this.dir, 'istiod'),
+        configFiles: files,
+        ...(caDir ? { caDir } : {}),
+        ...(extra.federation ? { federation: extra.federation } : {}),
+        mesh: { clusterId: this.clusterId },
+        log: testLogger(this.dir, 'istiod'),
+      }),
+    );
     await this.istiod.start();
+  }
+
+  /**
+   * restartIstiod stops istiod and starts a new one with the same options and state dir (its CA and trust state are
+   * reloaded from there), then registers the pods again. Sidecars keep running and reconnect on their own.
+   */
+  async restartIstiod(): Promise<void> {
+    await this.istiod.stop();
+    this.istiod = new Istiod({ ...this.istiodOptions, log: testLogger(this.dir, `istiod-${++this.restarts}`) });
+    await this.istiod.start();
+    this.istiod.store.apply(this.podResources, 'test');
   }
 
   /** rootCertPem is the mesh root the sidecars trust istiod with. */
@@ -128,28 +144,26 @@ export class LocalMesh {
   async addPod(spec: PodSpec): Promise<TestPod> {
     const ip = `127.0.${this.subnet}.${this.nextIp++}`;
     const namespace = spec.namespace ?? 'default';
-    this.istiod.store.apply(
-      [
-        parseResource({
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: {
-            name: spec.name,
-            namespace,
-            labels: spec.labels,
-            ownerReferences: [{ kind: 'Deployment', name: spec.name.replace(/-\d+$/, '') }],
-          },
-          spec: {
-            serviceAccountName: spec.serviceAccount,
-            containers: [
-              { name: 'app', image: 'fedmesh/echo', ports: spec.appPort ? [{ containerPort: spec.appPort }] : [] },
-            ],
-          },
-          status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
-        }),
-      ],
-      'test',
+    this.podResources.push(
+      parseResource({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name: spec.name,
+          namespace,
+          labels: spec.labels,
+          ownerReferences: [{ kind: 'Deployment', name: spec.name.replace(/-\d+$/, '') }],
+        },
+        spec: {
+          serviceAccountName: spec.serviceAccount,
+          containers: [
+            { name: 'app', image: 'fedmesh/echo', ports: spec.appPort ? [{ containerPort: spec.appPort }] : [] },
+          ],
+        },
+        status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
+      }),
     );
+    this.istiod.store.apply(this.podResources.slice(-1), 'test');
     const backend = spec.appPort ? await startBackend(ip, spec.appPort, spec.name) : undefined;
     const log = testLogger(this.dir, spec.name);
     const sidecar = new Sidecar({

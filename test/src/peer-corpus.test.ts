@@ -7,7 +7,10 @@ import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 import { parseResource } from '@fedmesh/api';
+import { ClusterType, istioNodeId } from '@fedmesh/proxy';
+import { AdsClient } from '@fedmesh/xds';
 import { CertificateAuthority, generateKeyPair, type GeneratedKeyPair } from '@fedmesh/pki';
 import { issueTestCertificate, type TestCertificateOptions, type TestIssuer } from '@fedmesh/pki/testing';
 import { FIXTURES, LocalMesh, get, waitUntil, type TestPod } from './harness.js';
@@ -259,4 +262,48 @@ test('a server certificate not acceptable for the cluster is refused by the call
   const ok = await get(`${sleep.ip}:15001`, 'ratings:9080', '/ratings/0');
   assert.equal(ok.status, 200);
   assert.equal(received.length, 1);
+});
+
+/** adsClusters opens an ADS stream to istiod's 15012 as sleep with `creds` and counts CDS updates in `waitMs`. */
+async function adsClusters(creds: grpc.ChannelCredentials, waitMs: number): Promise<number> {
+  let updates = 0;
+  const ads = new AdsClient({
+    address: mesh.istiod.addresses.xdsTls,
+    credentials: creds,
+    channelOptions: {
+      'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
+      'grpc.default_authority': 'istiod.istio-system.svc',
+    },
+    node: {
+      id: istioNodeId(`127.0.${mesh.subnet}.250`, 'sleep-impostor', 'default'),
+      cluster: 'sleep.default',
+      metadata: { NAMESPACE: 'default', SERVICE_ACCOUNT: 'sleep', LABELS: { app: 'sleep' }, CLUSTER_ID: 'Kubernetes' },
+    },
+  });
+  ads.subscribe(ClusterType, [], () => updates++);
+  ads.start();
+  try {
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && updates === 0) await new Promise((r) => setTimeout(r, 50));
+    return updates;
+  } finally {
+    ads.close();
+  }
+}
+
+test('an ADS stream on 15012 without a verified client certificate gets no config; with one it does', async () => {
+  const root = Buffer.from(mesh.rootCertPem());
+  assert.equal(await adsClusters(grpc.credentials.createSsl(root), 3_000), 0, 'no client certificate');
+  const foreign = await issue({ name: 'foreign', issuer: 'foreign', options: { uris: [SLEEP_ID] } });
+  assert.equal(
+    await adsClusters(grpc.credentials.createSsl(root, Buffer.from(key.privateKeyPem), Buffer.from(foreign)), 3_000),
+    0,
+    'a client certificate from a foreign root',
+  );
+  const good = await issue({ name: 'good', issuer: 'mesh', options: { uris: [SLEEP_ID] } });
+  assert.ok(
+    (await adsClusters(grpc.credentials.createSsl(root, Buffer.from(key.privateKeyPem), Buffer.from(good)), 15_000)) >
+      0,
+    'a mesh certificate for the node identity gets clusters (control)',
+  );
 });

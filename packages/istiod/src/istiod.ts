@@ -84,6 +84,19 @@ function bindGrpc(server: grpc.Server, address: string, creds: grpc.ServerCreden
   );
 }
 
+/** markCalls wraps every handler of a service implementation so the calls it serves are recorded in `calls`. */
+function markCalls(impl: grpc.UntypedServiceImplementation, calls: WeakSet<object>): grpc.UntypedServiceImplementation {
+  const out: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(impl)) {
+    const h = handler as (call: object, ...rest: unknown[]) => unknown;
+    out[name] = ((call: object, ...rest: unknown[]) => {
+      calls.add(call);
+      return h(call, ...rest);
+    }) as grpc.UntypedHandleCall;
+  }
+  return out;
+}
+
 /**
  * Istiod is the fedmesh control plane for one cluster: a config store fed by manifest files and the admin API,
  * a registry of services and pods, the xDS push path, and the CA. {@link Istiod.start} binds everything and
@@ -175,6 +188,7 @@ export class Istiod {
         })
       : undefined;
     this.federation = fed;
+    const tlsCalls = new WeakSet<object>();
     this.discovery = new DiscoveryServer({
       store: this.store,
       registries: [registry, this.vm.registry, ...(fed ? [fed.registry] : [])],
@@ -189,10 +203,11 @@ export class Istiod {
       verifyIdentity: (call, proxy) => {
         // As Istio: no discovery before the Kubernetes caches have synced (the proxy retries).
         if (this.kube && !this.kube.synced()) throw new Error('istiod is not yet synced with Kubernetes');
-        const auth = call.getAuthContext();
-        if (auth?.transportSecurityType !== 'ssl') return;
-        const peer = auth.sslPeerCertificate;
-        if (!peer?.raw) throw new Error('no client certificate');
+        // Streams on 15010 trust their Node. On 15012 a verified client certificate is required: grpc-js reports an
+        // unverified or absent one as an empty auth context, which must not read as "plaintext, trusted".
+        if (!tlsCalls.has(call)) return;
+        const peer = call.getAuthContext().sslPeerCertificate;
+        if (!peer?.raw) throw new Error('no verified client certificate');
         const leaf = new X509Certificate(peer.raw);
         const id = verifySpiffePeer(leaf, {
           trustDomains: [this.mesh.trustDomain],
@@ -251,7 +266,7 @@ export class Istiod {
       trustBundlePem: trustBundle,
       log: log.child({ scope: 'trust' }),
     });
-    this.grpcTls.addService(this.discovery.ads.service, this.discovery.ads.implementation);
+    this.grpcTls.addService(this.discovery.ads.service, markCalls(this.discovery.ads.implementation, tlsCalls));
     this.grpcTls.addService(caService.definition, caService.implementation);
     this.grpcTls.addService(this.vm.healthService.definition, this.vm.healthService.implementation);
     const tlsPort = await bindGrpc(
