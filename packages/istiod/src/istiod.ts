@@ -288,6 +288,8 @@ export class Istiod {
         trust: this.trust,
         records: this.workloadCerts,
         discovery: this.discovery,
+        // The federated SDS bundle is built from the roots published at start, so it would not follow a rotation.
+        ...(fed ? { rotationUnsupported: 'root rotation is not supported on a federated istiod yet' } : {}),
         log: log.child({ scope: 'trust' }),
       }),
       vm: this.vm.admin,

@@ -28,6 +28,11 @@ export interface TrustAdminDeps {
   trust: TrustManager;
   records: WorkloadCertificates;
   discovery: DiscoveryServer;
+  /**
+   * rotationUnsupported, when set, is why this istiod must not rotate (the write routes answer 409 with it); e.g. a
+   * federated istiod, whose SDS bundle comes from the federation and would not follow the rotation.
+   */
+  rotationUnsupported?: string;
   log: Logger;
 }
 
@@ -65,7 +70,8 @@ function str(body: Record<string, unknown>, key: string): string | undefined {
  * - `POST /v1/ca/activate` → the staged CA signs from now on and its root becomes primary (`{fingerprint}`);
  * - `POST /v1/ca/retire` `{fingerprint, force?}` → removes a root; refused (409) while a connected workload's
  *   certificate chains to it or is not known to istiod, unless `force`.
- * Refusals answer `{error}` with 400 (bad input), 404 (unknown root) or 409 (conflicting state); nothing changes.
+ * Refusals answer `{error}` with 400 (bad input), 404 (unknown root) or 409 (conflicting state, or
+ * `rotationUnsupported`); nothing changes.
  */
 export function createTrustAdmin(deps: TrustAdminDeps): TrustAdmin {
   const status = (): CaStatus => {
@@ -81,6 +87,8 @@ export function createTrustAdmin(deps: TrustAdminDeps): TrustAdmin {
   };
 
   async function route(route: string, readBody: () => Promise<string>): Promise<TrustAdminReply | undefined> {
+    if (deps.rotationUnsupported !== undefined && route.startsWith('POST /v1/ca/'))
+      throw new TrustError(409, deps.rotationUnsupported);
     switch (route) {
       case 'GET /v1/ca/status':
         return { status: 200, body: status() };

@@ -220,3 +220,24 @@ test('a node claim counts only for a proxy of the same namespace and ServiceAcco
   records.record({ ...base, serialNumber: 'OLD', notBefore: '2025-12-31T00:00:00.000Z' });
   assert.equal(records.for('n1', base)?.serialNumber, 'AA', 'an older certificate does not replace a newer one');
 });
+
+test('an istiod that must not rotate (federated) refuses every rotation step with 409 and still reports status', async () => {
+  const stateDir = fs.mkdtempSync(path.join(dir, 'unsupported-'));
+  const trust = await TrustManager.load({ initial, stateDir, log });
+  const discovery = { status: () => [], pushAll: () => undefined } as unknown as DiscoveryServer;
+  const admin = createTrustAdmin({
+    trust,
+    records: new WorkloadCertificates(),
+    discovery,
+    rotationUnsupported: 'root rotation is not supported on a federated istiod yet',
+    log,
+  });
+  const body = JSON.stringify({ caDir: path.join(dir, 'next') });
+  for (const route of ['POST /v1/ca/roots', 'POST /v1/ca/activate', 'POST /v1/ca/retire']) {
+    const r = await admin.handle(route, () => Promise.resolve(body));
+    assert.equal(r?.status, 409, route);
+    assert.match(String((r?.body as { error?: string }).error), /federated/);
+  }
+  assert.equal((await admin.handle('GET /v1/ca/status', () => Promise.resolve('')))?.status, 200);
+  assert.equal(trust.describe().length, 1, 'nothing changed');
+});
