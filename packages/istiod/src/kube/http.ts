@@ -4,11 +4,13 @@ import type { KubeConfig } from '@kubernetes/client-node';
 
 /** KubeRequestOptions bound one request to the Kubernetes API. */
 export interface KubeRequestOptions {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH';
   /** path is the API path with its query string, e.g. `/api/v1/pods?limit=500`. */
   path: string;
   /** body is sent as JSON. */
   body?: unknown;
+  /** contentType of the body. Default `application/json` (use `application/merge-patch+json` for a merge PATCH). */
+  contentType?: string;
   /** timeoutMs bounds the whole request, from connect to the last byte, in ms. */
   timeoutMs: number;
   /** maxBytes bounds the response body; a longer body fails the request. */
@@ -37,7 +39,7 @@ export async function kubeRequestJson(kc: KubeConfig, opts: KubeRequestOptions):
   const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
   const headers = { ...(reqOpts.headers as Record<string, string>) };
   if (payload) {
-    headers['content-type'] = 'application/json';
+    headers['content-type'] = opts.contentType ?? 'application/json';
     headers['content-length'] = String(payload.length);
   }
   const mod = url.protocol === 'http:' ? http : https;
