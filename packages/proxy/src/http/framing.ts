@@ -6,10 +6,14 @@
  * the request target. What it lets through, and this module refuses (RFC 9112 §6.1, §6.3 and §3.2): a
  * Transfer-Encoding other than exactly `chunked` (`identity, chunked`, two Transfer-Encoding lines), a
  * Transfer-Encoding on an HTTP/1.0 request, more than one Host header, a protocol version other than HTTP/1.0
- * and HTTP/1.1 (HTTP/0.9 and `HTTP/2.0` spoken over the HTTP/1 parser), and more header lines than the
- * listener allows (Node silently drops the extra ones from `req.headers`; Envoy answers 431).
+ * and HTTP/1.1 (HTTP/0.9 and `HTTP/2.0` spoken over the HTTP/1 parser), more header lines than the listener
+ * allows (Node silently drops the extra ones from `req.headers`; Envoy answers 431), and `Transfer_Encoding`,
+ * `Content_Length` or `Host` spelled with underscores, which a backend that maps `_` to `-` (CGI, WSGI) would
+ * read as framing or routing headers the proxy never saw.
  */
 import http from 'node:http';
+
+const UNDERSCORE_ALIASES = new Set(['transfer-encoding', 'content-length', 'host']);
 
 /** FramingProblem is why a request's framing is refused: HTTP status, response code details and a reason. */
 export interface FramingProblem {
@@ -44,6 +48,8 @@ export function checkRequestFraming(req: http.IncomingMessage, limits: FramingLi
   const te: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] ?? '').toLowerCase();
+    if (name.includes('_') && UNDERSCORE_ALIASES.has(name.replaceAll('_', '-')))
+      return { status: 400, details: 'http1.invalid_characters', reason: `header ${raw[i] ?? ''} not allowed` };
     if (name === 'host') hosts++;
     else if (name === 'content-length') contentLengths++;
     else if (name === 'transfer-encoding') te.push(raw[i + 1] ?? '');

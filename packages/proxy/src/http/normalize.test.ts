@@ -63,6 +63,14 @@ test('escaped slashes are refused under BASE and MERGE_SLASHES (REJECT_REQUEST),
   assert.equal(path('/%2Fadmin', NONE), '/%2Fadmin');
 });
 
+test('a dot segment with path parameters is refused when normalizing (Tomcat reads `..;` as `..`)', () => {
+  assert.match(refused('/public/..;/admin', BASE), /dot segment with path parameters/);
+  assert.match(refused('/public/.;x/admin', MERGE), /dot segment with path parameters/);
+  assert.match(refused('/public/%2e%2e;/admin', BASE), /dot segment with path parameters/);
+  assert.equal(path('/public;jsessionid=1/x', BASE), '/public;jsessionid=1/x', 'parameters elsewhere are kept');
+  assert.equal(path('/public/..;/admin', NONE), '/public/..;/admin');
+});
+
 test('UNESCAPE_AND_REDIRECT asks for a redirect to the unescaped path', () => {
   const r = normalizeRequestPath('/a%2Fb?x=1', { ...BASE, escapedSlashes: 'UNESCAPE_AND_REDIRECT' });
   assert.deepEqual(r, { ok: true, path: '/a/b?x=1', redirect: true });

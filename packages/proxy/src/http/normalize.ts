@@ -87,7 +87,7 @@ function checkEscapes(s: string, part: string): NormalizeResult | undefined {
  * normalizeRequestPath applies the HCM's path rules to a request target (origin-form `path?query`, or `*`).
  * Refused (400 in the caller): a target not starting with `/`, a fragment (`#`), a raw `\`, control or
  * non-ASCII characters, `%00` anywhere, a malformed escape in the path, and escaped slashes when the action is
- * REJECT_REQUEST. Escaped slashes are unescaped to `/` by UNESCAPE_AND_FORWARD and UNESCAPE_AND_REDIRECT (a
+ * REJECT_REQUEST, and (with normalization on) a dot segment carrying path parameters (`/..;/`). Escaped slashes are unescaped to `/` by UNESCAPE_AND_FORWARD and UNESCAPE_AND_REDIRECT (a
  * `%5C` becomes `/`, as Envoy's canonicalizer turns `\` into `/`). The query is never rewritten.
  */
 export function normalizeRequestPath(target: string, opts: PathNormalizationOptions): NormalizeResult {
@@ -110,7 +110,13 @@ export function normalizeRequestPath(target: string, opts: PathNormalizationOpti
     path = path.replace(ESCAPED_SLASHES, '/');
     redirect = action === 'UNESCAPE_AND_REDIRECT';
   }
-  if (opts.normalizePath) path = removeDotSegments(decodeUnreserved(path));
+  if (opts.normalizePath) {
+    path = decodeUnreserved(path);
+    // `..;x` is no dot segment to RFC 3986 but is `..` to servers that strip path parameters (Tomcat, Jetty).
+    if (path.split('/').some((seg) => seg.includes(';') && /^\.{1,2}$/.test(seg.slice(0, seg.indexOf(';')))))
+      return refuse('path_normalization_failed', 'dot segment with path parameters');
+    path = removeDotSegments(path);
+  }
   if (opts.mergeSlashes) path = path.replace(/\/{2,}/g, '/');
   return { ok: true, path: path + query, redirect };
 }
