@@ -75,7 +75,10 @@ export class BoundedWatch extends Watch {
       },
       finish,
     );
-    if (!finished) {
+    if (!finished && this.limits.closed()) {
+      // Stopped while connecting: the informer had no handle to abort this watch yet.
+      ctrl.abort();
+    } else if (!finished) {
       this.limits.onEstablished();
       const every = Math.max(50, Math.min(this.limits.idleTimeoutMs / 4, 10_000));
       idle = setInterval(() => {

@@ -288,6 +288,17 @@ describe('KubeConfigSource against a fake API server', () => {
     assert.ok(h.fake.server.requests.filter((r) => r.path === '/api/v1/pods' && !r.watch).length >= 3);
   });
 
+  it('leaves no watch open when stopped while watches are still connecting', async (t) => {
+    const h = await harness(t, {}, { watchHeadersDelayMs: 300 });
+    seed(h.fake);
+    h.source.start();
+    await h.source.waitForSync(10_000);
+    await h.source.stop();
+    await sleep(800);
+    assert.equal(h.fake.server.openWatches, 0);
+    assert.ok(h.fake.server.watchCount('pods') >= 1, 'the watches did reach the server');
+  });
+
   it('aborts a silent watch after the idle timeout, and bookmarks keep a quiet one alive', async (t) => {
     const quiet = await harness(t, { idleTimeoutMs: 300 });
     seed(quiet.fake);

@@ -27,6 +27,8 @@ export interface FakeApiServerOptions {
   historyLimit?: number;
   /** bookmarkIntervalMs sends BOOKMARK events this often to watches that allow them; 0 = never. Default 0. */
   bookmarkIntervalMs?: number;
+  /** watchHeadersDelayMs holds each watch's response headers this long (a slow API server). Default 0. */
+  watchHeadersDelayMs?: number;
 }
 
 /** RecordedRequest is one request the fake served: method, path, and the watch parameters. */
@@ -77,6 +79,11 @@ export class FakeApiServer {
   /** url is `http(s)://host:port` of the running server. */
   get url(): string {
     return `${this.opts.tls ? 'https' : 'http'}://${this.opts.host ?? '127.0.0.1'}:${this.boundPort}`;
+  }
+
+  /** openWatches is the number of watch streams open now. */
+  get openWatches(): number {
+    return this.watchEnders.size;
   }
 
   /** resourceVersion is the latest resourceVersion handed out. */
@@ -233,7 +240,12 @@ export class FakeApiServer {
       if (!o) return this.send(req, res, url, 404, status(404, 'NotFound', `${c.resource.plural} "${name}" not found`));
       return this.send(req, res, url, 200, o);
     }
-    if (url.searchParams.get('watch') === 'true') return this.watch(req, res, url, c, namespace);
+    if (url.searchParams.get('watch') === 'true') {
+      const delay = this.opts.watchHeadersDelayMs ?? 0;
+      if (delay > 0) setTimeout(() => req.destroyed || this.watch(req, res, url, c, namespace), delay);
+      else this.watch(req, res, url, c, namespace);
+      return;
+    }
     this.list(req, res, url, c, namespace);
   }
 
