@@ -297,7 +297,8 @@ export async function startPod(ctx: PodContext, p: PodPlan, pids: number[] = [])
 }
 
 /**
- * meshUp starts a local mesh from manifests: istiod on 127.0.N.1 (with the manifests as its watched config), then
+ * meshUp starts a local mesh from manifests: istiod on 127.0.N.1 (with the manifests as its watched config, and
+ * virtual IPs from 10.96.N.0/24 for Services without `spec.clusterIP`), then
  * for each Deployment replica an echo app and a sidecar on its own 127.0.N.x, each pod registered with istiod as a
  * Kubernetes Pod and given a bootstrap token for its ServiceAccount; plus a `sleep` client (namespace `default`,
  * ServiceAccount `sleep`) on 127.0.N.2. Writes `<stateDir>/state.json` and returns it once every proxy is ready.
@@ -330,6 +331,8 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
       host,
       '--state-dir',
       istiodDir,
+      '--service-cidr',
+      `10.96.${subnet}.0/24`,
       ...(opts.caDir ? ['--ca-dir', path.resolve(opts.caDir)] : []),
       ...(opts.federation
         ? [

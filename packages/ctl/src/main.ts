@@ -12,6 +12,7 @@ import { registerGateway } from './commands/gateway.js';
 import { registerIstiod } from './commands/istiod.js';
 import { registerMesh } from './commands/mesh.js';
 import { registerProxy } from './commands/proxy.js';
+import { registerVm } from './commands/vm.js';
 
 const program = new Command('fedmesh')
   .description('fedmesh: a multi-cluster, VM-capable service mesh')
@@ -22,6 +23,7 @@ registerAnalyze(program);
 registerDiagnostics(program);
 registerIstiod(program);
 registerProxy(program);
+registerVm(program);
 registerGateway(program);
 registerEcho(program);
 registerCa(program);

@@ -6,6 +6,7 @@ export * from './push-context.js';
 export * from './config/store.js';
 export * from './config/file-source.js';
 export * from './registry/kube-objects.js';
+export * from './registry/vip-allocator.js';
 export * from './model/service.js';
 export * from './model/proxy.js';
 export * from './model/config.js';

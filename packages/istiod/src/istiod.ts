@@ -54,6 +54,11 @@ export interface IstiodOptions {
    * (TokenReview, audience `istio-ca`).
    */
   kubeconfig?: string;
+  /**
+   * serviceCidr, when set, is an IPv4 prefix from which Services with no `spec.clusterIP` get a virtual IP (the
+   * local mesh's `10.96.<N>.0/24`), for transparent capture and `<vip>:<port>` routes.
+   */
+  serviceCidr?: string;
   mesh?: Partial<MeshSettings>;
   /** federation, when set, joins this istiod to a federated mesh through etcd and NATS. */
   federation?: FederationSettings;
@@ -175,6 +180,7 @@ export class Istiod {
       cluster: this.mesh.clusterId,
       network: this.mesh.network,
       domainSuffix: this.mesh.domainSuffix,
+      ...(this.opts.serviceCidr !== undefined ? { serviceCidr: this.opts.serviceCidr } : {}),
     });
     const trustBundle = (): string => this.trust.bundlePem();
     const fed = this.opts.federation

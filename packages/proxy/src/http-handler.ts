@@ -96,6 +96,45 @@ function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>, r
   return action.clusters[action.clusters.length - 1]?.name ?? '';
 }
 
+/**
+ * PEER_METADATA_HEADER carries the calling workload's identity attributes from the client proxy to the server
+ * proxy (Istio's metadata exchange, `x-envoy-peer-metadata`), so that the destination reporter can label metrics
+ * with `source_workload`, `source_app`, … Here it is base64 JSON `{name, namespace, app, version, cluster}` rather
+ * than Istio's protobuf Struct: only fedmesh proxies read it. The server proxy trusts it only from an mTLS peer
+ * whose SPIFFE ID is in the same namespace, and strips it before the app.
+ */
+export const PEER_METADATA_HEADER = 'x-envoy-peer-metadata';
+
+function peerMetadata(self: WorkloadInfo): string {
+  const { name, namespace, app, version, cluster } = self;
+  return Buffer.from(JSON.stringify({ name, namespace, app, version, cluster })).toString('base64');
+}
+
+function readPeerMetadata(v: string | string[] | undefined, peer: PeerInfo | undefined): Partial<WorkloadInfo> {
+  if (!peer || typeof v !== 'string' || v.length > 4096) return {};
+  try {
+    const m = JSON.parse(Buffer.from(v, 'base64').toString('utf8')) as Record<string, unknown>;
+    const str = (k: string): string | undefined => (typeof m[k] === 'string' ? m[k] : undefined);
+    const ns = str('namespace');
+    if (!ns || !peer.principal.includes(`/ns/${ns}/`)) return {};
+    const out: Partial<WorkloadInfo> = { namespace: ns };
+    for (const k of ['name', 'app', 'version', 'cluster'] as const) {
+      const val = str(k);
+      if (val !== undefined) out[k] = val;
+    }
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+/** serviceFromSni returns the service host of an Istio mTLS SNI (`outbound_.<port>_.<subset>_.<host>`). */
+function serviceFromSni(sni: unknown): string | undefined {
+  if (typeof sni !== 'string') return undefined;
+  const m = /^outbound_\.\d+_\.[^_]*_\.(.+)$/.exec(sni);
+  return m?.[1];
+}
+
 function xfcc(peer: PeerInfo, self: WorkloadInfo): string {
   return `By=${self.principal};URI=${peer.principal}`;
 }
@@ -135,7 +174,8 @@ class Exchange {
       headers: req.headers,
     };
     this.initLabels();
-    req.on('data', (c: Buffer) => (this.requestBytes += c.length));
+    // No 'data' listener here: it would start the stream flowing before the router pipes or buffers it. Bytes
+    // are counted where the body is consumed.
     req.once('end', () => (this.requestDoneMs = this.elapsedMs()));
   }
 
@@ -157,7 +197,19 @@ class Exchange {
         source_version: self.version,
         source_cluster: self.cluster,
       });
-    else
+    else {
+      const src = readPeerMetadata(this.req.headers[PEER_METADATA_HEADER], this.peer);
+      const svc = serviceFromSni((this.req.socket as TLSSocket).servername);
+      if (src.name !== undefined) labels.source_workload = src.name;
+      if (src.namespace !== undefined) labels.source_workload_namespace = src.namespace;
+      if (src.app !== undefined) labels.source_app = src.app;
+      if (src.version !== undefined) labels.source_version = src.version;
+      if (src.cluster !== undefined) labels.source_cluster = src.cluster;
+      if (svc) {
+        labels.destination_service = svc;
+        labels.destination_service_name = svc.split('.')[0] ?? 'unknown';
+        labels.destination_service_namespace = svc.split('.')[1] ?? 'unknown';
+      }
       Object.assign(labels, {
         destination_workload: self.name,
         destination_workload_namespace: self.namespace,
@@ -168,12 +220,17 @@ class Exchange {
         source_principal: this.peer?.principal ?? 'unknown',
         connection_security_policy: this.peer ? 'mutual_tls' : 'none',
       });
+    }
   }
 
   /** localReply answers with a proxy-generated response (Envoy's local reply) and records the exchange. */
   localReply(status: number, body: string, details: string, extra: Record<string, string> = {}): void {
     this.details = details;
-    const { res } = this;
+    const { res, req } = this;
+    if (!req.readableEnded && req.listenerCount('data') === 0) {
+      req.on('data', (c: Buffer) => (this.requestBytes += c.length));
+      req.resume();
+    }
     if (!res.headersSent) {
       res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), ...extra });
       res.end(body);
@@ -326,6 +383,8 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
       delete headers['x-forwarded-client-cert'];
     if (ctx.forwardClientCert === 'SANITIZE_SET' && x.peer) headers['x-forwarded-client-cert'] = xfcc(x.peer, ctx.self);
   }
+  if (ctx.direction === 'outbound') headers[PEER_METADATA_HEADER] = peerMetadata(ctx.self);
+  else delete headers[PEER_METADATA_HEADER];
   applyMutations(headers, route.requestHeadersToAdd, route.requestHeadersToRemove);
   injectSpan(headers, x.trace);
   if (ctx.direction === 'outbound') {
@@ -351,6 +410,7 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
     let size = 0;
     for await (const c of req) {
       size += (c as Buffer).length;
+      x.requestBytes = size;
       if (size > MAX_RETRY_BUFFER_BYTES) {
         x.flags.add('DPE');
         return x.localReply(413, 'payload too large\n', 'request_payload_too_large');
@@ -369,6 +429,7 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
     authority: action.hostRewrite ?? view.authority,
     headers,
     body: body ?? req,
+    onBodyData: (n) => (x.requestBytes += n),
     hash,
     random: x.random,
     elapsedMs: () => x.elapsedMs(),

@@ -9,6 +9,8 @@ import { onClientError } from './http/client-error.js';
 import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
+import type { SocketAddress } from './capture/original-dst.js';
+import { destinationOf, restoreDestination, selectFilterChain, usesOriginalDst } from './capture/listener-destination.js';
 import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
@@ -88,6 +90,12 @@ export interface ListenerManagerDeps {
   tls: () => TlsMaterial | undefined;
   /** onHandshake observes each inbound mTLS handshake's outcome (for `fedmesh_tls_handshakes_total`). */
   onHandshake?: HandshakeObserver;
+  /**
+   * originalDestination, set in capture mode, is the `original_dst` listener filter's lookup (`SO_ORIGINAL_DST`):
+   * for a listener that has that filter, the redirected destination picks the filter chain by `destination_port`
+   * and, outbound, the route (`capture/route-by-destination.ts`).
+   */
+  originalDestination?: (sock: net.Socket) => SocketAddress | undefined;
 }
 
 /**
@@ -127,6 +135,7 @@ function chainMatches(
 export class ListenerManager {
   private active = new Map<string, ActiveListener>();
   private readonly limits: ListenerLimits;
+  private readonly originalDst = new Map<string, boolean>();
 
   /** constructor stores dependencies; no I/O. */
   constructor(private readonly deps: ListenerManagerDeps) {
@@ -146,6 +155,7 @@ export class ListenerManager {
     const binds: Promise<void>[] = [];
     for (const [name, l] of listeners) {
       const key = `${l.config.address.socket_address.address}:${l.config.address.socket_address.port_value}`;
+      this.originalDst.set(name, usesOriginalDst(l.config));
       const cur = this.active.get(name);
       if (cur && cur.key === key && cur.mode === listenerMode(l.config)) {
         const old = cur.chains;
@@ -226,6 +236,7 @@ export class ListenerManager {
         routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
         forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
         peerOf: (req) => peers.get(req.socket),
+        destinationOf: (req) => destinationOf(req.socket),
         // Looked up per request: a policy update reaches connections opened before it.
         guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
       });
@@ -341,6 +352,13 @@ export class ListenerManager {
     });
   }
 
+  private restore(entry: ActiveListener, sock: net.Socket): SocketAddress | undefined {
+    if (!this.originalDst.get(entry.name)) return undefined;
+    return restoreDestination(sock, this.deps.originalDestination, (err) =>
+      this.deps.log.warn({ listener: entry.name, err }, 'original destination unavailable'),
+    );
+  }
+
   private track(entry: ActiveListener, sock: net.Socket): void {
     entry.sockets.add(sock);
     sock.on('close', () => entry.sockets.delete(sock));
@@ -349,7 +367,8 @@ export class ListenerManager {
 
   private onPlainConnection(entry: ActiveListener, sock: net.Socket): void {
     this.track(entry, sock);
-    const chain = entry.chains.find((c) => chainMatches(c.chain, undefined, 'raw_buffer'));
+    const port = this.restore(entry, sock)?.port ?? sock.localPort;
+    const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, undefined, 'raw_buffer'));
     if (!chain) return void sock.destroy();
     chain.http.emit('connection', sock);
   }
@@ -359,7 +378,8 @@ export class ListenerManager {
     const cert = sock.getPeerCertificate(false);
     const material = this.deps.tls();
     const sni = (sock as tls.TLSSocket & { servername?: string | false }).servername || undefined;
-    const chain = entry.chains.find((c) => chainMatches(c.chain, sni, 'tls'));
+    const port = this.restore(entry, sock)?.port ?? sock.localPort;
+    const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, sni, 'tls'));
     if (!chain) {
       this.deps.log.warn(
         { listener: entry.name, sni, remote: sock.remoteAddress },

@@ -19,6 +19,8 @@ export interface ForwardSpec {
   headers: Record<string, string | string[]>;
   /** body is the buffered request body (retries, mirrors) or the request stream itself. */
   body: Buffer | Readable;
+  /** onBodyData counts streamed body bytes (the buffered body is counted by the caller). */
+  onBodyData?: (bytes: number) => void;
   hash: number | undefined;
   random: () => number;
   /** elapsedMs returns the time since the downstream request started. */
@@ -216,7 +218,14 @@ export async function forward(
         ctx.clusters,
         cluster,
         ep,
-        { method: spec.method, path: spec.path, authority: spec.authority, headers: spec.headers, body: spec.body },
+        {
+          method: spec.method,
+          path: spec.path,
+          authority: spec.authority,
+          headers: spec.headers,
+          body: spec.body,
+          ...(spec.onBodyData ? { onBodyData: spec.onBodyData } : {}),
+        },
         attemptTimeout,
         perTryBinds ? 'per-try-timeout' : 'timeout',
         admission.release,

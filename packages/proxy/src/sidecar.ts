@@ -121,6 +121,7 @@ export class Sidecar {
       log: opts.log.child({ scope: 'cert' }),
     });
     const labels = opts.labels;
+    const certOf = (): WorkloadCertificate | undefined => this.cert;
     this.listeners = new ListenerManager({
       log: opts.log.child({ scope: 'listener' }),
       rds: (name) => this.rds.get(name),
@@ -137,7 +138,10 @@ export class Sidecar {
           namespace: opts.namespace,
           app: labels.app ?? labels['app.kubernetes.io/name'] ?? 'unknown',
           version: labels.version ?? labels['app.kubernetes.io/version'] ?? 'unknown',
-          principal: '',
+          // The proxy's SPIFFE ID, once it has a certificate (metric labels, XFCC `By=`).
+          get principal(): string {
+            return certOf()?.spiffeId ?? '';
+          },
           cluster: opts.clusterId,
         },
       },

@@ -14,6 +14,8 @@ export interface UpstreamRequestSpec {
   headers: Record<string, string | string[]>;
   /** body is the buffered request body, or a stream to pipe (single attempt, no retries or mirrors). */
   body: Buffer | Readable | undefined;
+  /** onBodyData observes the size of each streamed body chunk. */
+  onBodyData?: (bytes: number) => void;
 }
 
 /** AttemptResult is one attempt's outcome, with the response to forward when there is one. */
@@ -164,6 +166,10 @@ export function sendAttempt(
     const body = spec.body;
     if (body === undefined) ureq.end();
     else if (Buffer.isBuffer(body)) ureq.end(body);
-    else body.pipe(ureq);
+    else {
+      const count = spec.onBodyData;
+      if (count) body.on('data', (c: Buffer) => count(c.length));
+      body.pipe(ureq);
+    }
   });
 }

@@ -22,6 +22,7 @@ export function registerIstiod(program: Command): void {
     .option('--trust-domain <td>', 'trust domain', 'cluster.local')
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
     .option('--network <net>', 'network name', '')
+    .option('--service-cidr <cidr>', 'IPv4 prefix for the virtual IPs of Services without spec.clusterIP')
     .option('--federation-mesh <mesh>', 'join this federated mesh (needs --etcd and --nats)')
     .option('--etcd <urls...>', 'etcd client URLs of the federation')
     .option('--nats <urls...>', 'NATS URLs of the federation')
@@ -38,6 +39,7 @@ export function registerIstiod(program: Command): void {
         trustDomain: string;
         clusterId: string;
         network: string;
+        serviceCidr?: string;
         federationMesh?: string;
         etcd?: string[];
         nats?: string[];
@@ -52,6 +54,7 @@ export function registerIstiod(program: Command): void {
           xdsPlainPort: Number(o.xdsPlainPort),
           xdsTlsPort: Number(o.xdsTlsPort),
           monitoringPort: Number(o.monitoringPort),
+          ...(o.serviceCidr !== undefined ? { serviceCidr: o.serviceCidr } : {}),
           mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId, network: o.network },
           ...(o.federationMesh !== undefined
             ? {

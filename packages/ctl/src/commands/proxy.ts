@@ -1,10 +1,15 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { Sidecar } from '@fedmesh/proxy';
+import { parseDurationMs } from '@fedmesh/api';
+import { DEFAULT_DRAIN_DURATION_MS, Sidecar } from '@fedmesh/proxy';
 import { createLogger } from '../logging.js';
 import { runUntilSignal } from '../signals.js';
 
-/** registerProxy adds `fedmesh proxy`: run one sidecar in the foreground until SIGTERM/SIGINT. */
+/**
+ * registerProxy adds `fedmesh proxy`: run one sidecar in the foreground. SIGTERM, SIGINT and admin
+ * `POST /quitquitquit` drain it (listeners stop accepting, in-flight requests get up to `--drain-duration`),
+ * then it exits 0.
+ */
 export function registerProxy(program: Command): void {
   program
     .command('proxy')
@@ -22,6 +27,11 @@ export function registerProxy(program: Command): void {
     .option('--admin-port <port>', 'admin port', '15000')
     .option('--mtls-port <port>', "peers' mTLS port in explicit mode", '15006')
     .option('--cert-ttl <seconds>', 'requested certificate lifetime (0: CA default)', '0')
+    .option(
+      '--drain-duration <duration>',
+      "how long a drain waits for in-flight requests (Istio's terminationDrainDuration)",
+      `${DEFAULT_DRAIN_DURATION_MS / 1000}s`,
+    )
     .action(
       async (o: {
         ip: string;
@@ -37,8 +47,10 @@ export function registerProxy(program: Command): void {
         adminPort: string;
         mtlsPort: string;
         certTtl: string;
+        drainDuration: string;
       }) => {
         const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
+        const drainDurationMs = parseDurationMs(o.drainDuration);
         const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
         const sidecar = new Sidecar({
           ip: o.ip,
@@ -56,11 +68,16 @@ export function registerProxy(program: Command): void {
           mtlsPort: Number(o.mtlsPort),
           log,
           accessLog: log.child({ scope: 'access' }),
+          drainDurationMs,
+          onQuit: () => process.kill(process.pid, 'SIGTERM'),
         });
         await runUntilSignal(
           log,
           () => sidecar.start(),
-          () => sidecar.stop(),
+          async () => {
+            await sidecar.shutdown(drainDurationMs);
+          },
+          drainDurationMs + 5_000,
         );
       },
     );

@@ -4,6 +4,7 @@ import type { ProxyModel } from '../model/proxy.js';
 import type { PushContext } from '../push-context.js';
 import { generateClusters } from './cds.js';
 import { generateEndpoints } from './eds.js';
+import { withInterceptionMode } from './capture.js';
 import { withGatewayGenerators } from './gateway-generators.js';
 import { generateListeners } from './lds.js';
 import { generateRoutes } from './rds.js';
@@ -14,10 +15,10 @@ export type ResourceGenerator = (push: PushContext, proxy: ProxyModel, warnings:
 
 /**
  * createGenerators returns the generator map, one per type URL (Istio's `XdsResourceGenerator` registry),
- * filled explicitly at bootstrap.
+ * filled explicitly at bootstrap; capture-mode sidecars get their listeners rewritten (`capture.ts`).
  */
 export function createGenerators(): Map<string, ResourceGenerator> {
-  return withGatewayGenerators(
+  const generators = withGatewayGenerators(
     new Map<string, ResourceGenerator>([
       [TypeUrl.Listener, (p, x, w) => generateListeners(p, x, w)],
       [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
@@ -26,6 +27,7 @@ export function createGenerators(): Map<string, ResourceGenerator> {
       [TypeUrl.Secret, (p) => generateSecrets(p)],
     ]),
   );
+  return withInterceptionMode(generators);
 }
 
 export { generateClusters, inboundPorts, effectivePolicy } from './cds.js';
@@ -34,6 +36,12 @@ export { generateListeners, INBOUND_PORT, OUTBOUND_PORT } from './lds.js';
 export { generateRoutes, domainsFor, virtualServiceRoutes, OUTBOUND_ROUTE_NAME, ISTIO_DEFAULT_RETRY } from './rds.js';
 export { generateSecrets, ROOTCA_SECRET } from './sds.js';
 export { withGatewayGenerators } from './gateway-generators.js';
+export {
+  captureListener,
+  withInterceptionMode,
+  ORIGINAL_DST_LISTENER_FILTER,
+  CAPTURE_BIND_ADDRESS,
+} from './capture.js';
 export {
   EAST_WEST_PORT,
   generateGatewayClusters,

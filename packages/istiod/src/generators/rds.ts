@@ -25,8 +25,9 @@ export const ISTIO_DEFAULT_RETRY = {
 
 /**
  * domainsFor lists a virtual host's domains as Istio does for a sidecar: the FQDN and its shorter forms
- * (`reviews.default.svc`, `reviews.default`, and `reviews` within the same namespace), each with `:<port>`;
- * port-less forms only for the service's HTTP-default port (80, else its only HTTP port).
+ * (`reviews.default.svc`, `reviews.default`, and `reviews` within the same namespace) and its virtual IPs
+ * (`10.96.0.12`, reached through transparent capture), each with `:<port>`; port-less forms only for the service's
+ * HTTP-default port (80, else its only HTTP port).
  */
 export function domainsFor(svc: MeshService, port: ServicePort, proxyNs: string, domainSuffix: string): string[] {
   const names = [svc.hostname];
@@ -37,6 +38,7 @@ export function domainsFor(svc: MeshService, port: ServicePort, proxyNs: string,
     names.push(short, `${svc.name}.${svc.namespace}`);
     if (svc.namespace === proxyNs) names.push(svc.name);
   }
+  for (const vip of svc.addresses ?? []) names.push(vip.includes(':') ? `[${vip}]` : vip);
   const httpPorts = svc.ports.filter((p) => isHttpProtocol(p.protocol));
   const portless = port.port === 80 || (httpPorts.length === 1 && !svc.ports.some((p) => p.port === 80));
   const out: string[] = [];

@@ -17,7 +17,15 @@ export interface ProxyModel {
    * `topology.istio.io/subzone` labels, as Istio reads it. Empty strings when unknown.
    */
   locality: { region: string; zone: string; subZone: string };
+  /**
+   * interceptionMode is the Node's `INTERCEPTION_MODE`: `REDIRECT` for a sidecar whose pod's traffic iptables
+   * redirects to 15001/15006 (transparent capture); `NONE` (also when absent or unknown) for explicit mode.
+   */
+  interceptionMode?: InterceptionMode;
 }
+
+/** InterceptionMode is how traffic reaches a sidecar: explicitly (`NONE`) or redirected by iptables (`REDIRECT`). */
+export type InterceptionMode = 'NONE' | 'REDIRECT';
 
 /**
  * parseProxyNode reads a proxy from its Node: the ID `<type>~<ip>~<pod>.<ns>~<ns>.svc.<domain>` and metadata
@@ -49,6 +57,7 @@ export function parseProxyNode(node: XdsNode): ProxyModel {
     podName,
     clusterId: str('CLUSTER_ID') ?? 'Kubernetes',
     locality: proxyLocality(node, labels),
+    interceptionMode: str('INTERCEPTION_MODE') === 'REDIRECT' ? 'REDIRECT' : 'NONE',
   };
 }
 

@@ -22,6 +22,11 @@ export interface MeshService {
   /** exportTo is the set of namespaces that see the service ('*' all, '.' own); empty means all. */
   exportTo: string[];
   labels: Record<string, string>;
+  /**
+   * addresses are the service's virtual IPs (Kubernetes `spec.clusterIPs`, Istio's ClusterVIPs), reached through
+   * transparent capture: each gets `<vip>:<port>` virtual-host domains. Absent or empty for a service without one.
+   */
+  addresses?: string[];
 }
 
 /**

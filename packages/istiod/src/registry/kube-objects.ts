@@ -1,5 +1,6 @@
 import type { ConfigStore, StoredObject } from '../config/store.js';
 import { namespaceOf, type PodObject, type ServiceObject } from '../model/config.js';
+import { allocateVips, parseIpv4Cidr, type Ipv4Cidr } from './vip-allocator.js';
 import {
   protocolFromPort,
   type MeshService,
@@ -13,6 +14,11 @@ export interface KubeObjectsRegistryOptions {
   cluster: string;
   network: string;
   domainSuffix: string;
+  /**
+   * serviceCidr, when set (`fedmesh up` sets `10.96.<N>.0/24`), gives every Service with no `spec.clusterIP` a
+   * virtual IP from that IPv4 prefix (`allocateVips`); headless Services (`None`) get none.
+   */
+  serviceCidr?: string;
 }
 
 /** workloadNameOf derives a pod's workload (Deployment) name as Istio does: from its owner, else the pod name. */
@@ -50,13 +56,15 @@ export class KubeObjectsRegistry implements ServiceRegistry {
   private byHost = new Map<string, MeshService>();
   private pods: PodObject[] = [];
   private readonly svcObjects = new Map<string, ServiceObject>();
+  private readonly cidr: Ipv4Cidr | undefined;
 
-  /** constructor stores references; nothing is computed before first use. */
+  /** constructor stores references; nothing is computed before first use. Throws on an invalid `serviceCidr`. */
   constructor(
     private readonly store: ConfigStore<StoredObject>,
     private readonly opts: KubeObjectsRegistryOptions,
   ) {
     this.cluster = opts.cluster;
+    this.cidr = opts.serviceCidr === undefined ? undefined : parseIpv4Cidr(opts.serviceCidr);
   }
 
   /** services implements {@link ServiceRegistry.services}. */
@@ -119,6 +127,28 @@ export class KubeObjectsRegistry implements ServiceRegistry {
     };
   }
 
+  /** assignVips sets each service's `addresses`: its `spec.clusterIPs`/`clusterIP`, else one from `serviceCidr`. */
+  private assignVips(): void {
+    const taken = new Set<string>();
+    const missing: string[] = [];
+    for (const svc of this.svcs) {
+      const spec = this.svcObjects.get(svc.hostname)?.spec;
+      const ips = (spec?.clusterIPs ?? (spec?.clusterIP !== undefined ? [spec.clusterIP] : [])).filter(
+        (ip) => ip !== '' && ip !== 'None',
+      );
+      if (ips.length > 0) {
+        svc.addresses = ips;
+        ips.forEach((ip) => taken.add(ip));
+      } else if (spec?.clusterIP !== 'None' && spec?.type !== 'ExternalName') missing.push(svc.hostname);
+    }
+    if (!this.cidr || missing.length === 0) return;
+    const vips = allocateVips(missing, this.cidr, taken);
+    for (const svc of this.svcs) {
+      const vip = vips.get(svc.hostname);
+      if (vip !== undefined) svc.addresses = [vip];
+    }
+  }
+
   private refresh(): void {
     if (this.builtAt === this.store.revision) return;
     this.builtAt = this.store.revision;
@@ -150,6 +180,7 @@ export class KubeObjectsRegistry implements ServiceRegistry {
       this.svcObjects.set(hostname, s);
     }
     this.svcs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
+    this.assignVips();
     this.pods = this.store.list<PodObject & StoredObject>('Pod');
   }
 }

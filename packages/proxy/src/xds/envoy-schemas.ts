@@ -394,12 +394,21 @@ export const ListenerSchema = z.strictObject({
   filter_chains: z.array(filterChain).min(1),
   listener_filters: z
     .array(
-      z.strictObject({
-        name: z.literal('envoy.filters.listener.tls_inspector'),
-        typed_config: z.strictObject({
-          '@type': z.literal('type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector'),
+      z.union([
+        z.strictObject({
+          name: z.literal('envoy.filters.listener.tls_inspector'),
+          typed_config: z.strictObject({
+            '@type': z.literal('type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector'),
+          }),
         }),
-      }),
+        // Capture mode: the destination a redirected connection was sent to picks the chain and the route.
+        z.strictObject({
+          name: z.literal('envoy.filters.listener.original_dst'),
+          typed_config: z.strictObject({
+            '@type': z.literal('type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst'),
+          }),
+        }),
+      ]),
     )
     .optional(),
   traffic_direction: z.enum(['UNSPECIFIED', 'INBOUND', 'OUTBOUND']).optional(),
