@@ -1,0 +1,4 @@
+export * from './original-dst.js';
+export * from './route-by-destination.js';
+export * from './iptables.js';
+export * from './listener-destination.js';
