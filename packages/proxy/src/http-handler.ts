@@ -11,6 +11,8 @@ import { blankLabels, type IstioLabels, type ProxyMetrics } from './metrics.js';
 import type { HeaderMutation, RequestView, RouteEntry, RouteTable, VirtualHostEntry } from './route-table.js';
 import type { RequestGuardHook } from './http/request-guard.js';
 import { forward, type ForwardResult } from './router.js';
+import type { SocketAddress } from './capture/original-dst.js';
+import { routeForDestination } from './capture/route-by-destination.js';
 import { injectSpan, startSpan, type TraceContext } from './tracing.js';
 
 /** WorkloadInfo describes the proxy's own workload, for metric labels and access logs. */
@@ -41,6 +43,8 @@ export interface HttpHandlerContext {
   forwardClientCert: 'SANITIZE' | 'SANITIZE_SET' | 'FORWARD_ONLY' | 'APPEND_FORWARD' | 'ALWAYS_FORWARD_ONLY';
   /** peerOf returns the verified peer of a request's connection (inbound mTLS), if any. */
   peerOf: (req: http.IncomingMessage) => PeerInfo | undefined;
+  /** destinationOf returns the original destination of a request's redirected connection (capture mode), if any. */
+  destinationOf?: (req: http.IncomingMessage) => SocketAddress | undefined;
   /** stats receives Envoy's per-cluster resilience counters (retries, overflow, timeouts). */
   stats?: ClusterStats;
   /** drain tracks in-flight requests and asks clients to close connections while the proxy drains. */
@@ -319,7 +323,7 @@ export function createHttpHandler(
       if ('reply' in g) return x.localReply(g.reply.status, g.reply.body, g.reply.details, g.reply.headers);
       x.view = g.view;
     }
-    const hit = ctx.routes()?.route(x.view);
+    const hit = routeForDestination(ctx.routes(), x.view, ctx.destinationOf?.(req));
     if (!hit) {
       x.flags.add('NR');
       return x.localReply(404, 'no route\n', 'route_not_found');

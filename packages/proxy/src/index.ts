@@ -14,6 +14,7 @@ export * from './http/request-guard.js';
 export * from './xds/rbac-schemas.js';
 export * from './xds/envoy-schemas.js';
 export * from './xds/resource-types.js';
+export * from './capture/index.js';
 export * from './grpc-certificates.js';
 export * from './gateway/index.js';
 export * from './access-log.js';

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { TypeUrl } from '@fedmesh/api/xds';
 import { AdsClient, type XdsNode } from '@fedmesh/xds';
 import { AdminServer } from './admin.js';
+import { loadOriginalDst, redirectedDestination } from './capture/original-dst.js';
 import { CertManager, chainEndsAtPrimary, type WorkloadCertificate } from './cert-manager.js';
 import { ClusterManager } from './cluster-manager.js';
 import { ClusterStats } from './cluster-stats.js';
@@ -43,6 +44,13 @@ export interface SidecarOptions {
   adminPort: number;
   /** mtlsPort is where peer proxies accept mutual TLS in explicit (no iptables) mode (Istio's 15006). */
   mtlsPort: number;
+  /**
+   * interceptionMode is how traffic reaches the proxy: `NONE` (the default, explicit mode: apps dial 15001, peers
+   * dial `mtlsPort`) or `REDIRECT` (transparent capture: iptables sends the pod's TCP to 15001 and 15006, the
+   * original destination picks routes and inbound filter chains, and peers are dialled at their target port). In
+   * `REDIRECT` mode the proxy must run as uid 1337 and needs the `original_dst` addon (see `capture/`).
+   */
+  interceptionMode?: 'NONE' | 'REDIRECT';
   log: Logger;
   accessLog: Logger;
   /** drainDurationMs is how long a drain waits for in-flight requests (Istio's terminationDrainDuration, 5 s). */
@@ -102,7 +110,7 @@ export class Sidecar {
     this.clusterStats = new ClusterStats(this.metrics.registry, () => this.clusters);
     const xlog = opts.log.child({ scope: 'outlier' });
     this.clusters = new ClusterManager({
-      mtlsPort: opts.mtlsPort,
+      ...(opts.interceptionMode === 'REDIRECT' ? {} : { mtlsPort: opts.mtlsPort }),
       onHandshake,
       onEject: (cluster, host, type, ms) => {
         this.clusterStats.ejectionsEnforced.inc({ cluster_name: cluster });
@@ -127,6 +135,7 @@ export class Sidecar {
       rds: (name) => this.rds.get(name),
       tls: () => this.tlsMaterial(),
       onHandshake,
+      ...(opts.interceptionMode === 'REDIRECT' ? { originalDestination: redirectedDestination } : {}),
       handlerContext: {
         clusters: this.clusters,
         stats: this.clusterStats,
@@ -175,14 +184,18 @@ export class Sidecar {
         LABELS: o.labels,
         INSTANCE_IPS: o.ip,
         CLUSTER_ID: o.clusterId,
-        INTERCEPTION_MODE: 'NONE',
+        INTERCEPTION_MODE: o.interceptionMode ?? 'NONE',
         ISTIO_VERSION: '1.24.0-fedmesh',
       },
     };
   }
 
-  /** start obtains the certificate, binds the admin listener and opens the ADS stream. Throws if the CA refuses. */
+  /**
+   * start obtains the certificate, binds the admin listener and opens the ADS stream. Throws if the CA refuses, or
+   * in `REDIRECT` mode when the `original_dst` addon is missing (a CaptureError).
+   */
   async start(signal?: AbortSignal): Promise<void> {
+    if (this.opts.interceptionMode === 'REDIRECT') loadOriginalDst(); // fail now, not on the first connection
     this.certs.on('rotated', (c: WorkloadCertificate) => this.onCertificate(c));
     this.cert = await this.certs.start(signal);
     this.admin = new AdminServer(this, this.opts.log.child({ scope: 'admin' }));

@@ -26,6 +26,11 @@ export function registerProxy(program: Command): void {
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
     .option('--admin-port <port>', 'admin port', '15000')
     .option('--mtls-port <port>', "peers' mTLS port in explicit mode", '15006')
+    .option(
+      '--interception-mode <mode>',
+      'NONE (explicit: apps dial 15001) or REDIRECT (iptables capture; run as uid 1337, see fedmesh iptables)',
+      'NONE',
+    )
     .option('--cert-ttl <seconds>', 'requested certificate lifetime (0: CA default)', '0')
     .option(
       '--drain-duration <duration>',
@@ -46,12 +51,15 @@ export function registerProxy(program: Command): void {
         clusterId: string;
         adminPort: string;
         mtlsPort: string;
+        interceptionMode: string;
         certTtl: string;
         drainDuration: string;
       }) => {
         const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
         const drainDurationMs = parseDurationMs(o.drainDuration);
         const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
+        if (o.interceptionMode !== 'NONE' && o.interceptionMode !== 'REDIRECT')
+          throw new Error(`--interception-mode: want NONE or REDIRECT, got ${o.interceptionMode}`);
         const sidecar = new Sidecar({
           ip: o.ip,
           podName: o.pod,
@@ -66,6 +74,7 @@ export function registerProxy(program: Command): void {
           certTtlSeconds: Number(o.certTtl),
           adminPort: Number(o.adminPort),
           mtlsPort: Number(o.mtlsPort),
+          interceptionMode: o.interceptionMode,
           log,
           accessLog: log.child({ scope: 'access' }),
           drainDurationMs,
