@@ -10,7 +10,12 @@ import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
 import type { SocketAddress } from './capture/original-dst.js';
-import { destinationOf, restoreDestination, selectFilterChain, usesOriginalDst } from './capture/listener-destination.js';
+import {
+  destinationOf,
+  restoreDestination,
+  selectFilterChain,
+  usesOriginalDst,
+} from './capture/listener-destination.js';
 import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
