@@ -16,6 +16,9 @@ export interface Recorded {
   method: string;
   url: string;
   headers: http.IncomingHttpHeaders;
+  /** bodyBytes counts the body received so far; complete turns true when the body ended cleanly. */
+  bodyBytes: number;
+  complete: boolean;
 }
 
 /** RecordingBackend is an app that answers 200 `{pod, path, xfcc}` and records every request. */
@@ -29,8 +32,17 @@ export class RecordingBackend {
     const server = http.createServer();
     const b = new RecordingBackend(server);
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      b.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-      req.resume();
+      const rec: Recorded = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        bodyBytes: 0,
+        complete: false,
+      };
+      b.requests.push(rec);
+      req.on('data', (c: Buffer) => (rec.bodyBytes += c.length));
+      req.on('end', () => (rec.complete = true));
+      req.on('error', () => undefined);
       res
         .writeHead(200, { 'content-type': 'application/json' })
         .end(JSON.stringify({ pod, path: req.url, xfcc: req.headers['x-forwarded-client-cert'] ?? null }));
