@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { Istiod } from '@fedmesh/istiod';
 import { createLogger } from '../logging.js';
 import { runUntilSignal } from '../signals.js';
@@ -22,6 +22,11 @@ export function registerIstiod(program: Command): void {
     .option('--trust-domain <td>', 'trust domain', 'cluster.local')
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
     .option('--network <net>', 'network name', '')
+    .addOption(
+      new Option('--path-normalization <level>', "Istio's meshConfig.pathNormalization for inbound HTTP")
+        .choices(['NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'])
+        .default('BASE'),
+    )
     .option('--service-cidr <cidr>', 'IPv4 prefix for the virtual IPs of Services without spec.clusterIP')
     .option('--federation-mesh <mesh>', 'join this federated mesh (needs --etcd and --nats)')
     .option('--etcd <urls...>', 'etcd client URLs of the federation')
@@ -39,6 +44,7 @@ export function registerIstiod(program: Command): void {
         trustDomain: string;
         clusterId: string;
         network: string;
+        pathNormalization: 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES';
         serviceCidr?: string;
         federationMesh?: string;
         etcd?: string[];
@@ -55,7 +61,12 @@ export function registerIstiod(program: Command): void {
           xdsTlsPort: Number(o.xdsTlsPort),
           monitoringPort: Number(o.monitoringPort),
           ...(o.serviceCidr !== undefined ? { serviceCidr: o.serviceCidr } : {}),
-          mesh: { trustDomain: o.trustDomain, clusterId: o.clusterId, network: o.network },
+          mesh: {
+            trustDomain: o.trustDomain,
+            clusterId: o.clusterId,
+            network: o.network,
+            pathNormalization: o.pathNormalization,
+          },
           ...(o.federationMesh !== undefined
             ? {
                 federation: {
