@@ -44,6 +44,8 @@ export interface RetryPolicy {
   backoffMaxMs: number;
   /** previousHosts is the `envoy.retry_host_predicates.previous_hosts` predicate: retries avoid hosts already tried. */
   previousHosts: boolean;
+  /** hostSelectionAttempts is `host_selection_retry_max_attempts`: host choices per attempt to satisfy the predicate. */
+  hostSelectionAttempts: number;
 }
 
 /** MirrorPolicy is one `request_mirror_policies` entry: the shadow cluster and the fraction (0..1) mirrored. */
@@ -308,6 +310,7 @@ function compileAction(r: EnvoyRoute, where: string): RouteEntry['action'] {
         backoffBaseMs: rp.retry_back_off ? durationMs(rp.retry_back_off.base_interval) : 25,
         backoffMaxMs: 0,
         previousHosts: (rp.retry_host_predicate ?? []).length > 0,
+        hostSelectionAttempts: Math.max(1, Math.min(100, Number(rp.host_selection_retry_max_attempts ?? 1))),
       };
       const base = action.retry.backoffBaseMs;
       if (base <= 0) throw new Error(`${where}.route.retry_policy.retry_back_off.base_interval: must be > 0`);

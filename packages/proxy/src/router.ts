@@ -194,7 +194,7 @@ export async function forward(
       const ep = ctx.clusters.pickEndpoint(cluster, {
         hash: spec.hash,
         exclude: retry?.previousHosts ? tried : undefined,
-        hostSelectionAttempts: retry?.previousHosts ? 5 : 1,
+        hostSelectionAttempts: retry?.previousHosts ? retry.hostSelectionAttempts : 1,
       });
       if (!ep) {
         admission.release();

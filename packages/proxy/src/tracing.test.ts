@@ -97,6 +97,7 @@ describe('retry conditions and back-off', () => {
     backoffBaseMs: 25,
     backoffMaxMs: 250,
     previousHosts: true,
+    hostSelectionAttempts: 5,
   });
   const status = (s: number, headers = {}) => ({ kind: 'response' as const, status: s, headers });
   const failure = (

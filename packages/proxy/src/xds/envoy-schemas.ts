@@ -150,7 +150,7 @@ const retryPolicy = z.strictObject({
       }),
     )
     .optional(),
-  host_selection_retry_max_attempts: z.union([z.string(), z.number()]).optional(),
+  host_selection_retry_max_attempts: z.union([z.string().regex(/^\d+$/), z.number().int().min(0)]).optional(),
 });
 
 const hashPolicy = z
