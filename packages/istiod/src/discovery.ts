@@ -12,6 +12,7 @@ import { TypeUrl } from '@fedmesh/api/xds';
 import type { Logger } from 'pino';
 import type { ConfigStore, StoredObject } from './config/store.js';
 import { createGenerators, type ResourceGenerator } from './generators/index.js';
+import { createProxylessGenerators, isProxylessNode } from './generators/proxyless.js';
 import type { IstiodMetrics } from './metrics.js';
 import { parseProxyNode, type ProxyModel } from './model/proxy.js';
 import type { ServiceRegistry } from './model/service.js';
@@ -60,6 +61,8 @@ export interface ProxyStatus {
 
 interface Connected {
   proxy: ProxyModel;
+  /** generators are the sidecar generators, or the proxyless ones for a gRPC client (`GENERATOR: grpc`). */
+  generators: Map<string, ResourceGenerator>;
   streams: Set<StreamInfo>;
 }
 
@@ -73,6 +76,7 @@ export class DiscoveryServer {
   readonly cache = new SnapshotCache();
   readonly ads: AdsServer;
   private readonly generators: Map<string, ResourceGenerator>;
+  private readonly proxylessGenerators: Map<string, ResourceGenerator>;
   private readonly connected = new Map<string, Connected>();
   private push: PushContext | undefined;
   private pushVersion = 0;
@@ -84,6 +88,7 @@ export class DiscoveryServer {
   /** constructor builds the ADS server; nothing is pushed before a proxy connects or a change arrives. */
   constructor(private readonly opts: DiscoveryOptions) {
     this.generators = createGenerators();
+    this.proxylessGenerators = createProxylessGenerators();
     const log = opts.log.child({ scope: 'ads' });
     this.ads = createAdsServer(
       this.cache,
@@ -202,7 +207,8 @@ export class DiscoveryServer {
     const push = this.pushContext();
     const warnings: string[] = [];
     const resources: Record<string, ResourceEntry[]> = {};
-    for (const [typeUrl, gen] of this.generators) resources[typeUrl] = gen(push, proxy, warnings);
+    const generators = this.connected.get(proxy.id)?.generators ?? this.generators;
+    for (const [typeUrl, gen] of generators) resources[typeUrl] = gen(push, proxy, warnings);
     const snapshot = new Snapshot(resources, {
       [TypeUrl.RouteConfiguration]: ['outbound'],
     });
@@ -218,12 +224,16 @@ export class DiscoveryServer {
     const proxy = s.identity as ProxyModel;
     let c = this.connected.get(proxy.id);
     if (!c) {
-      c = { proxy, streams: new Set() };
+      const generators = isProxylessNode(s.node) ? this.proxylessGenerators : this.generators;
+      c = { proxy, generators, streams: new Set() };
       this.connected.set(proxy.id, c);
     }
     c.streams.add(s);
     this.opts.metrics.connected.set(this.connected.size);
-    this.opts.log.info({ nodeId: proxy.id, peer: s.peer }, 'proxy connected');
+    this.opts.log.info(
+      { nodeId: proxy.id, peer: s.peer, protocol: s.protocol, proxyless: c.generators === this.proxylessGenerators },
+      'proxy connected',
+    );
     this.pushProxy(proxy);
   }
 

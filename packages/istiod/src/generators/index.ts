@@ -51,3 +51,16 @@ export {
   passthroughListeners,
 } from './gateway-passthrough.js';
 export { NETWORK_GATEWAY_METADATA, withNetworkGateways } from './network-gateway.js';
+export {
+  createProxylessGenerators,
+  generateProxylessClusters,
+  generateProxylessListeners,
+  isProxylessNode,
+  PROXYLESS_GENERATOR,
+} from './proxyless.js';
+export {
+  generateProxylessRoutes,
+  proxylessRoutes,
+  proxylessRouteName,
+  PROXYLESS_DEFAULT_RETRY,
+} from './proxyless-rds.js';

@@ -1,0 +1,263 @@
+import { TypeUrl, outboundClusterName } from '@fedmesh/api/xds';
+import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute, type HeaderMatch } from '@fedmesh/api';
+import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
+import type { ProxyModel } from '../model/proxy.js';
+import type { MeshService, ServicePort } from '../model/service.js';
+import type { PushContext } from '../push-context.js';
+import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
+
+/** FAULT_FILTER_NAME is the HTTP filter name proxyless routes key their fault overrides by. */
+export const FAULT_FILTER_NAME = 'envoy.filters.http.fault';
+
+const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+
+/**
+ * PROXYLESS_DEFAULT_RETRY is Istio's default route retry policy as gRPC reads it: gRPC keeps only the gRPC
+ * status names of `retry_on` (here `unavailable` and `cancelled`) and retries each call up to 2 more times
+ * (gRFC A44). Routes without `retries` get it, as Istio gives every route `DefaultRouteRetryPolicy`.
+ */
+export const PROXYLESS_DEFAULT_RETRY = {
+  retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+  num_retries: { value: 2 },
+};
+
+/** GRPC_STATUS_CODES maps gRPC status names (Istio's `abort.grpcStatus`) to their numbers. */
+const GRPC_STATUS_CODES: Readonly<Record<string, number>> = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+};
+
+/** proxylessRouteName is the name of a proxyless Listener and of its RouteConfiguration: `<host>:<port>`. */
+export function proxylessRouteName(hostname: string, port: number): string {
+  return `${hostname}:${port}`;
+}
+
+function stringMatcher(m: HeaderMatch): object | undefined {
+  if (m.exact !== undefined) return { exact: m.exact };
+  if (m.prefix !== undefined) return { prefix: m.prefix };
+  if (m.regex !== undefined) return { safe_regex: { regex: m.regex } };
+  return undefined;
+}
+
+function headerMatcher(name: string, m: HeaderMatch, invert: boolean): object {
+  const sm = stringMatcher(m);
+  const h: Record<string, unknown> = { name: name.toLowerCase() };
+  if (sm) h.string_match = sm;
+  else h.present_match = true;
+  if (invert) h.invert_match = true;
+  return h;
+}
+
+/** unsupportedMatch names the match conditions gRPC cannot evaluate (it has no method, scheme or query). */
+function unsupportedMatch(m: HTTPMatchRequest | undefined): string | undefined {
+  if (!m) return undefined;
+  if (m.method) return 'method';
+  if (m.scheme) return 'scheme';
+  if (m.authority) return 'authority';
+  if (m.queryParams && Object.keys(m.queryParams).length > 0) return 'queryParams';
+  return undefined;
+}
+
+function routeMatch(m: HTTPMatchRequest | undefined): object {
+  const out: Record<string, unknown> = {};
+  const uri = m?.uri;
+  if (uri?.exact !== undefined) out.path = uri.exact;
+  else if (uri?.prefix !== undefined) out.prefix = uri.prefix;
+  else if (uri?.regex !== undefined) out.safe_regex = { regex: uri.regex };
+  else out.prefix = '/';
+  if (m?.ignoreUriCase) out.case_sensitive = { value: false };
+  const headers: object[] = [];
+  for (const [k, v] of Object.entries(m?.headers ?? {})) headers.push(headerMatcher(k, v, false));
+  for (const [k, v] of Object.entries(m?.withoutHeaders ?? {})) headers.push(headerMatcher(k, v, true));
+  if (headers.length > 0) out.headers = headers;
+  return out;
+}
+
+function destinationCluster(
+  push: PushContext,
+  vsNs: string,
+  dest: { host: string; subset?: string | undefined; port?: { number?: number | undefined } | undefined },
+  vhostPort: number,
+): string {
+  const host = push.resolveHost(dest.host, vsNs);
+  const svc = push.service(host);
+  let port = dest.port?.number;
+  if (port === undefined) port = svc && svc.ports.length === 1 ? svc.ports[0]?.port : vhostPort;
+  return outboundClusterName(port ?? vhostPort, dest.subset ?? '', host);
+}
+
+function retryPolicy(r: HTTPRoute): object | undefined {
+  if (!r.retries) return PROXYLESS_DEFAULT_RETRY;
+  const attempts = r.retries.attempts ?? 0;
+  if (attempts === 0) return undefined;
+  const rp: Record<string, unknown> = {
+    retry_on: r.retries.retryOn ?? PROXYLESS_DEFAULT_RETRY.retry_on,
+    num_retries: { value: attempts },
+  };
+  if (r.retries.backoff) rp.retry_back_off = { base_interval: durationToProto(parseDurationMs(r.retries.backoff)) };
+  return rp;
+}
+
+function faultConfig(r: HTTPRoute, where: string, warnings: string[]): object | undefined {
+  if (!r.fault) return undefined;
+  const f: Record<string, unknown> = { '@type': FAULT_TYPE };
+  const dl = r.fault.delay;
+  if (dl?.fixedDelay)
+    f.delay = {
+      fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)),
+      percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
+    };
+  else if (dl) warnings.push(`${where}: only fixedDelay faults are supported for proxyless gRPC; delay ignored`);
+  const ab = r.fault.abort;
+  if (ab?.httpStatus !== undefined)
+    f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
+  else if (ab?.grpcStatus !== undefined) {
+    const code = GRPC_STATUS_CODES[ab.grpcStatus.toUpperCase()] ?? Number(ab.grpcStatus);
+    if (Number.isInteger(code) && code >= 0 && code <= 16)
+      f.abort = { grpc_status: code, percentage: percentToFraction(ab.percentage?.value) };
+    else warnings.push(`${where}: unknown grpcStatus ${JSON.stringify(ab.grpcStatus)}; abort ignored`);
+  } else if (ab) warnings.push(`${where}: http2Error aborts are not supported for proxyless gRPC; abort ignored`);
+  return f.delay || f.abort ? f : undefined;
+}
+
+function translateRoute(
+  push: PushContext,
+  vs: VirtualServiceObject,
+  r: HTTPRoute,
+  m: HTTPMatchRequest | undefined,
+  port: number,
+  idx: string,
+  warnings: string[],
+): object | undefined {
+  const ns = namespaceOf(vs);
+  const where = `${vs.metadata.name}.${ns} http[${idx}]`;
+  if (r.redirect || r.directResponse || r.delegate) {
+    warnings.push(
+      `${where}: redirect, directResponse and delegate are not supported by proxyless gRPC; route left out`,
+    );
+    return undefined;
+  }
+  const bad = unsupportedMatch(m);
+  if (bad) {
+    warnings.push(`${where}: gRPC cannot match on ${bad}; route left out`);
+    return undefined;
+  }
+  if (r.rewrite || r.mirror || r.mirrors || r.headers || r.corsPolicy)
+    warnings.push(`${where}: rewrite, mirror, headers and corsPolicy are not supported by proxyless gRPC; ignored`);
+  const dests = (r.route ?? []).filter((d) => r.route?.length === 1 || (d.weight ?? 0) > 0);
+  const action: Record<string, unknown> = {};
+  if (dests.length === 1 && dests[0]) action.cluster = destinationCluster(push, ns, dests[0].destination, port);
+  else
+    action.weighted_clusters = {
+      clusters: dests.map((d) => ({
+        name: destinationCluster(push, ns, d.destination, port),
+        weight: { value: d.weight ?? 0 },
+      })),
+    };
+  if (r.timeout) {
+    // gRPC reads the route timeout from max_stream_duration (gRFC A31), not from `timeout`.
+    const d = durationToProto(parseDurationMs(r.timeout));
+    action.max_stream_duration = { max_stream_duration: d, grpc_timeout_header_max: d };
+  }
+  const rp = retryPolicy(r);
+  if (rp) action.retry_policy = rp;
+  const route: Record<string, unknown> = { name: r.name ?? `${vs.metadata.name}.${ns}.${idx}`, match: routeMatch(m) };
+  route.route = action;
+  const fault = faultConfig(r, where, warnings);
+  if (fault) route.typed_per_filter_config = { [FAULT_FILTER_NAME]: fault };
+  return route;
+}
+
+function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number): boolean {
+  if (m.port !== undefined && m.port !== port) return false;
+  if (m.sourceLabels && !matchesLabels(m.sourceLabels, proxy.labels)) return false;
+  if (m.sourceNamespace !== undefined && m.sourceNamespace !== proxy.namespace) return false;
+  if (m.gateways && m.gateways.length > 0 && !m.gateways.includes('mesh')) return false;
+  return true;
+}
+
+/**
+ * proxylessRoutes translates a VirtualService's `http` routes for one service port, for a proxyless gRPC client
+ * (gRFC A28 routing, A31 timeouts, A33 fault injection, A44 retries): `uri` exact/prefix/regex and header
+ * matches (`withoutHeaders` inverted), one cluster or weighted clusters, `timeout` as `max_stream_duration`,
+ * `retries` as a gRPC retry policy (Istio's default when unset, none for `attempts: 0`), `fault` as the fault
+ * filter's per-route override. Routes gRPC would refuse (redirect, direct response, delegate, or matching on
+ * method, scheme, authority or query) are left out with a warning rather than NACKed by every client.
+ */
+export function proxylessRoutes(
+  push: PushContext,
+  vs: VirtualServiceObject,
+  proxy: ProxyModel,
+  port: number,
+  warnings: string[],
+): object[] {
+  const out: object[] = [];
+  (vs.spec.http ?? []).forEach((r, i) => {
+    const matches = r.match && r.match.length > 0 ? r.match : [undefined];
+    matches.forEach((m, j) => {
+      if (m && !matchApplies(m, proxy, port)) return;
+      const route = translateRoute(push, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings);
+      if (route) out.push(route);
+    });
+  });
+  return out;
+}
+
+function routeConfiguration(
+  push: PushContext,
+  proxy: ProxyModel,
+  svc: MeshService,
+  port: ServicePort,
+  warnings: string[],
+): object {
+  const name = proxylessRouteName(svc.hostname, port.port);
+  const vs = push.virtualServiceFor(svc.hostname, proxy.namespace);
+  const routes = vs
+    ? proxylessRoutes(push, vs, proxy, port.port, warnings)
+    : [
+        {
+          name: 'default',
+          match: { prefix: '/' },
+          route: { cluster: outboundClusterName(port.port, '', svc.hostname), retry_policy: PROXYLESS_DEFAULT_RETRY },
+        },
+      ];
+  return {
+    name,
+    virtual_hosts: [{ name, domains: [svc.hostname, name], routes }],
+  };
+}
+
+/**
+ * generateProxylessRoutes is the RDS generator for proxyless gRPC clients (Istio's `grpcgen`): one
+ * RouteConfiguration per visible service port, named `<host>:<port>` like its Listener, with one virtual host
+ * whose domains are the host with and without the port (the authority gRPC sends for `xds:///<host>:<port>`).
+ * Pure: push and proxy in, resources out; problems are appended to `warnings`.
+ */
+export function generateProxylessRoutes(
+  push: PushContext,
+  proxy: ProxyModel,
+  warnings: string[] = [],
+): GeneratedResource[] {
+  const out: GeneratedResource[] = [];
+  for (const svc of push.servicesFor(proxy.namespace))
+    for (const port of svc.ports) {
+      const rc = routeConfiguration(push, proxy, svc, port, warnings);
+      out.push(toResource(TypeUrl.RouteConfiguration, proxylessRouteName(svc.hostname, port.port), rc));
+    }
+  return out;
+}
