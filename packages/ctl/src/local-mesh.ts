@@ -66,6 +66,13 @@ export interface UpOptions {
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** CLI_ENTRY is the compiled `fedmesh` entry that child processes run. */
 export const CLI_ENTRY = path.join(here, 'main.js');
+/** PROXY_ENTRY is the sidecar's lean entry: `proxy-main.js proxy …` takes the arguments of `fedmesh proxy`. */
+export const PROXY_ENTRY = path.join(here, 'proxy-main.js');
+/**
+ * PROXY_NODE_FLAGS are the V8 flags sidecars run with: a 2 MB young-generation semi-space instead of V8's 16 MB,
+ * which keeps about 28 MB of mostly empty nursery out of every proxy's resident set under load (bench/proxy).
+ */
+export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 function portFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -121,7 +128,9 @@ function spawnChild(stateDir: string, logName: string, args: string[]): number {
   const logDir = path.join(stateDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
   const out = fs.openSync(path.join(logDir, `${logName}.log`), 'a');
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { detached: true, stdio: ['ignore', out, out] });
+  // Sidecars run from their lean entry with a bounded young generation (PROXY_ENTRY, PROXY_NODE_FLAGS).
+  const entry = args[0] === 'proxy' ? [...PROXY_NODE_FLAGS, PROXY_ENTRY] : [CLI_ENTRY];
+  const child = spawn(process.execPath, [...entry, ...args], { detached: true, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   child.unref();
   if (child.pid === undefined) throw new Error(`could not start ${logName}`);
