@@ -293,9 +293,11 @@ describe('KubeConfigSource against a fake API server', () => {
     seed(h.fake);
     h.source.start();
     await h.source.waitForSync(10_000);
+    await waitUntil(() => h.fake.server.delayedWatches > 0, 10_000, 'watches still connecting');
     await h.source.stop();
-    await sleep(800);
-    assert.equal(h.fake.server.openWatches, 0);
+    await waitUntil(() => h.fake.server.delayedWatches === 0, 15_000, 'the held watches answered');
+    // Without the abort, these watches would stay open for good (timeoutSeconds is 300).
+    await waitUntil(() => h.fake.server.openWatches === 0, 15_000, 'no open watch after stop');
     assert.ok(h.fake.server.watchCount('pods') >= 1, 'the watches did reach the server');
   });
 

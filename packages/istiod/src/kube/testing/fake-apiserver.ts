@@ -81,6 +81,9 @@ export class FakeApiServer {
     return `${this.opts.tls ? 'https' : 'http'}://${this.opts.host ?? '127.0.0.1'}:${this.boundPort}`;
   }
 
+  /** delayedWatches is the number of watch requests held by `watchHeadersDelayMs` right now. */
+  delayedWatches = 0;
+
   /** openWatches is the number of watch streams open now. */
   get openWatches(): number {
     return this.watchEnders.size;
@@ -242,8 +245,13 @@ export class FakeApiServer {
     }
     if (url.searchParams.get('watch') === 'true') {
       const delay = this.opts.watchHeadersDelayMs ?? 0;
-      if (delay > 0) setTimeout(() => req.destroyed || this.watch(req, res, url, c, namespace), delay);
-      else this.watch(req, res, url, c, namespace);
+      if (delay > 0) {
+        this.delayedWatches++;
+        setTimeout(() => {
+          this.delayedWatches--;
+          if (!req.destroyed) this.watch(req, res, url, c, namespace);
+        }, delay);
+      } else this.watch(req, res, url, c, namespace);
       return;
     }
     this.list(req, res, url, c, namespace);
