@@ -102,6 +102,29 @@ test('a third cluster joins the running two-cluster mesh with one command, and t
   );
   const list = await fedmesh(['cluster', 'list', '--mesh', 'm1', '--etcd', etcd.url]);
   assert.equal(list.code, 0, list.stderr);
+  await waitUntil(
+    async () => {
+      const st = await fedmesh(['cluster', 'status', '--state-dir', path.join(dir, 'east'), '--json']);
+      const rows = JSON.parse(st.stdout) as {
+        cluster: string;
+        live: boolean;
+        ackedSeq: number | null;
+        self: boolean;
+        seq: number;
+      }[];
+      const self = rows.find((x) => x.self);
+      return (
+        rows.length === 3 &&
+        rows.every((x) => x.live) &&
+        rows.filter((x) => !x.self).every((x) => x.ackedSeq === self?.seq)
+      );
+    },
+    15_000,
+    'every peer acknowledged east',
+  );
+  const status = await fedmesh(['cluster', 'status', '--state-dir', path.join(dir, 'east')]);
+  assert.match(status.stdout, /^east \(this\)\s+n1\s+yes\s+1\s+1/m);
+  assert.match(status.stdout, /^south\s+n1\s+yes\s+1\s+1\s+\d+\s+\d+\/\d+\s+\d+ ms ago/m);
   for (const c of ['east', 'west', 'south'])
     assert.match(list.stdout, new RegExp(`^${c}\\s+n1\\s+127\\.0\\.\\d+\\.1:15012\\s+-\\s+1\\s+1`, 'm'));
 });
@@ -151,6 +174,15 @@ test('a cluster whose intermediate is under another root cannot join: its root i
 test("failover drill: east's details pods are taken away under load and north takes over with no request lost", async () => {
   const north = await join('north');
   assert.equal(north.code, 0, north.stdout + north.stderr);
+  // One retry allowed, on connection failures and resets (a killed pod resets its pooled connections).
+  const vs = path.join(dir, 'details-retry.yaml');
+  fs.writeFileSync(
+    vs,
+    'apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: details}\nspec:\n  hosts: [details]\n  http:\n  - route:\n    - destination: {host: details}\n    retries: {attempts: 1, retryOn: "connect-failure,refused-stream,reset,unavailable"}\n',
+  );
+  const applied = await fedmesh(['apply', '-f', vs, '--state-dir', path.join(dir, 'south')]);
+  assert.equal(applied.code, 0, applied.stderr);
+  await new Promise((r2) => setTimeout(r2, 500));
   const r = await fedmesh([
     'failover',
     'drill',

@@ -25,6 +25,8 @@ export interface AdminApiDeps {
   vm?: VmAdmin;
   /** trust, when set, serves the root-rotation routes under `/v1/ca/` (see createTrustAdmin). */
   trust?: TrustAdmin;
+  /** federation, when set, answers `GET /v1/federation/status` (this cluster and its peers), or undefined when not joined. */
+  federation?: () => unknown;
   log: Logger;
 }
 
@@ -134,6 +136,12 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
       }
       case 'GET /debug/syncz':
         return json(res, 200, deps.discovery.status());
+      case 'GET /v1/federation/status': {
+        const status = deps.federation?.();
+        return status === undefined
+          ? json(res, 404, { error: 'not joined to a federated mesh' })
+          : json(res, 200, status);
+      }
       case 'GET /debug/configz':
         return json(res, 200, deps.store.list());
       case 'GET /debug/config_dump': {

@@ -290,6 +290,7 @@ export class Istiod {
       tokens: this.tokens,
       adminToken,
       ready: () => this.started && (this.kube?.synced() ?? true),
+      federation: () => this.federation?.status(),
       trust: createTrustAdmin({
         trust: this.trust,
         records: this.workloadCerts,

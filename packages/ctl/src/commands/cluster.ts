@@ -8,10 +8,11 @@ import {
   publishTrustRoot,
   rootFingerprint,
   type ClusterRecord,
+  type ClusterStatus,
   type ExportedService,
 } from '@fedmesh/federation';
 import { CertificateAuthority, createIntermediateCa, writePluggedCa } from '@fedmesh/pki';
-import { meshUp, type MeshState } from '../local-mesh.js';
+import { adminToken, meshUp, readState, type MeshState } from '../local-mesh.js';
 import { DEFAULT_STATE_DIR } from './mesh.js';
 
 /** JoinOptions are the flags of `fedmesh cluster join`. */
@@ -207,7 +208,7 @@ export async function clusterJoin(
   return { ok: checks.every((c) => c.ok), checks, state: s };
 }
 
-/** registerCluster adds `fedmesh cluster join|list`. */
+/** registerCluster adds `fedmesh cluster join|status|list`. */
 export function registerCluster(program: Command): void {
   const cluster = program.command('cluster').description('join clusters into one federated mesh and inspect it');
   cluster
@@ -234,6 +235,56 @@ export function registerCluster(program: Command): void {
           res.ok ? `cluster ${o.cluster} joined mesh ${o.mesh}` : `cluster ${o.cluster}: join verification failed`,
         );
       if (!res.ok) process.exitCode = 1;
+    });
+  cluster
+    .command('status')
+    .description(
+      "this cluster's view of the mesh: each cluster's liveness, exported services and the sequence it acknowledged",
+    )
+    .option('--state-dir <dir>', 'state directory of a local mesh joined to a federation', DEFAULT_STATE_DIR)
+    .option('--json', 'print JSON')
+    .action(async (o: { stateDir: string; json?: boolean }) => {
+      const state = readState(o.stateDir);
+      const res = await request(`http://${state.istiod.monitoring}/v1/federation/status`, {
+        headers: { authorization: `Bearer ${adminToken(state.stateDir)}` },
+        headersTimeout: 5_000,
+        bodyTimeout: 5_000,
+      });
+      if (res.statusCode !== 200) throw new Error(`istiod: HTTP ${res.statusCode} ${await res.body.text()}`);
+      const rows = (await res.body.json()) as ClusterStatus[];
+      if (o.json) return console.log(JSON.stringify(rows, null, 2));
+      const self = rows.find((r) => r.self);
+      const header = [
+        'CLUSTER',
+        'NETWORK',
+        'LIVE',
+        'SERVICES',
+        'ENDPOINTS',
+        'SEQ',
+        `ACKED ${self?.cluster ?? ''} SEQ`,
+        'LAST BEAT',
+      ];
+      const lines = [
+        header,
+        ...rows.map((r) => [
+          r.self ? `${r.cluster} (this)` : r.cluster,
+          r.network || '-',
+          r.live ? 'yes' : 'NO',
+          String(r.services),
+          String(r.endpoints),
+          String(r.seq),
+          r.self ? '-' : r.ackedSeq === null ? '?' : `${r.ackedSeq}/${self?.seq ?? 0}`,
+          r.lastBeatAgoMs === null ? '-' : `${r.lastBeatAgoMs} ms ago`,
+        ]),
+      ];
+      const w = header.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));
+      for (const l of lines)
+        console.log(
+          l
+            .map((c, i) => c.padEnd((w[i] ?? 0) + 3))
+            .join('')
+            .trimEnd(),
+        );
     });
   cluster
     .command('list')
