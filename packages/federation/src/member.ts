@@ -51,6 +51,10 @@ export interface PeerState {
   services: Map<string, ExportedService>;
   withdrawnAt?: number;
   admittedAt?: number;
+  /** firstBeatAfterWithdrawalAt is when the first beat after a withdrawal arrived (hysteresis spans time too). */
+  firstBeatAfterWithdrawalAt?: number;
+  /** advertised is the `seq` and `committed` of the peer's latest beat. */
+  advertised?: { seq: number; committed: number };
   /** ackedOurSeq is the highest of our sequence numbers this peer reports having applied. */
   ackedOurSeq?: number;
 }
@@ -112,8 +116,13 @@ export class FederationMember extends EventEmitter {
   private readonly withdrawMs: number;
   private readonly readmitBeats: number;
   private lastOwnEchoAt = 0;
+  /** committedSeq is the highest of our sequence numbers whose change is in etcd (see {@link Heartbeat.committed}). */
+  private committedSeq = 0;
   private closed = false;
   private readonly exportedSeq = new Map<string, number>();
+  /** desired is the last state {@link FederationMember.export} was asked to publish; syncing serializes writes. */
+  private desired: readonly Omit<ExportedService, 'seq'>[] | undefined;
+  private syncing: Promise<void> = Promise.resolve();
 
   /** constructor stores options; no I/O before {@link FederationMember.join}. */
   constructor(private readonly opts: FederationOptions) {
@@ -140,6 +149,7 @@ export class FederationMember extends EventEmitter {
       const s = JSON.parse(v) as ExportedService;
       this.seq = Math.max(this.seq, s.seq);
     }
+    this.committedSeq = this.seq;
     const existing = await kv.getPrefix(keys.trustPrefix(mesh));
     for (const pem of rootsPem) {
       const key = keys.trust(mesh, fingerprint(pem));
@@ -191,8 +201,18 @@ export class FederationMember extends EventEmitter {
   /**
    * export publishes this cluster's exported services: each changed service is written to etcd under the lease
    * and sent as a delta with the next sequence number; services no longer exported are deleted and sent as null.
+   * Rejects when etcd refuses; the services are kept as the desired state, which a re-registration (new lease)
+   * writes before the cluster record, so peers never admit this cluster with a state older than it has.
    */
   async export(services: readonly Omit<ExportedService, 'seq'>[]): Promise<void> {
+    if (!this.lease) throw new Error('export before join');
+    this.desired = services;
+    const run = this.syncing.then(() => this.sync(services));
+    this.syncing = run.catch(() => undefined);
+    await run;
+  }
+
+  private async sync(services: readonly Omit<ExportedService, 'seq'>[]): Promise<void> {
     if (!this.lease) throw new Error('export before join');
     const { kv, transport, mesh, cluster } = this.opts;
     const want = new Map(services.map((s) => [s.hostname, s]));
@@ -202,6 +222,7 @@ export class FederationMember extends EventEmitter {
       const seq = ++this.seq;
       const full: ExportedService = { ...s, seq };
       await this.lease.put(keys.endpoints(mesh, cluster, host), JSON.stringify(full));
+      this.committedSeq = seq;
       this.exported.set(host, body);
       this.exportedSeq.set(host, seq);
       const delta: EndpointDelta = { cluster, seq, hostname: host, service: full };
@@ -211,6 +232,7 @@ export class FederationMember extends EventEmitter {
       if (want.has(host)) continue;
       const seq = ++this.seq;
       await kv.delete(keys.endpoints(mesh, cluster, host));
+      this.committedSeq = seq;
       this.exported.delete(host);
       this.exportedSeq.delete(host);
       const delta: EndpointDelta = { cluster, seq, hostname: host, service: null };
@@ -309,7 +331,8 @@ export class FederationMember extends EventEmitter {
       ...(this.opts.locality ? { locality: this.opts.locality } : {}),
       joinedAt: new Date().toISOString(),
     };
-    await lease.put(keys.cluster(mesh, cluster), JSON.stringify(record));
+    // Snapshots first, then any change not yet written (an export failed while etcd was unreachable), the record
+    // last: a peer resyncs when the record appears, and must find the current state.
     for (const [host, body] of this.exported) {
       const s = JSON.parse(body) as Omit<ExportedService, 'seq'>;
       await lease.put(
@@ -317,6 +340,13 @@ export class FederationMember extends EventEmitter {
         JSON.stringify({ ...s, seq: this.exportedSeq.get(host) ?? this.seq }),
       );
     }
+    const desired = this.desired;
+    if (desired) {
+      const run = this.syncing.then(() => this.sync(desired));
+      this.syncing = run.catch(() => undefined);
+      await run;
+    }
+    await lease.put(keys.cluster(mesh, cluster), JSON.stringify(record));
   }
 
   private peerState(name: string): PeerState {
@@ -361,7 +391,11 @@ export class FederationMember extends EventEmitter {
     this.emit('change');
   }
 
-  private async resync(name: string): Promise<void> {
+  /**
+   * resync replaces a peer's services with its snapshots in etcd. `atLeast` is a sequence number the peer had
+   * committed to etcd before this read (from a beat or a delta), so the read reflects every change up to it.
+   */
+  private async resync(name: string, atLeast = 0): Promise<void> {
     const p = this.peerState(name);
     const snap = await this.opts.kv.getPrefix(keys.endpointsOf(this.opts.mesh, name));
     const services = new Map<string, ExportedService>();
@@ -372,7 +406,7 @@ export class FederationMember extends EventEmitter {
       maxSeq = Math.max(maxSeq, s.seq);
     }
     p.services = services;
-    p.lastSeq = Math.max(p.lastSeq, maxSeq);
+    p.lastSeq = Math.max(p.lastSeq, maxSeq, atLeast);
     this.opts.log.debug({ peer: name, services: services.size, seq: p.lastSeq }, 'resynced from etcd');
   }
 
@@ -391,7 +425,10 @@ export class FederationMember extends EventEmitter {
         { peer: d.cluster, expected: p.lastSeq + 1, got: d.seq },
         'endpoint delta gap; resyncing from etcd',
       );
-      void this.resync(d.cluster).then(() => {
+      // Without its record the peer is re-registering (its lease expired): its snapshots may be missing, so keep
+      // what we have until the record is back (onRecord resyncs then).
+      if (!p.record) return;
+      void this.resync(d.cluster, d.seq).then(() => {
         if (p.live) this.emit('change');
       });
       return;
@@ -417,11 +454,18 @@ export class FederationMember extends EventEmitter {
     p.lastBeatAt = Date.now();
     const acked = hb.acks?.[this.opts.cluster];
     if (acked !== undefined) p.ackedOurSeq = acked;
+    const committed = hb.committed ?? hb.seq;
+    p.advertised = { seq: hb.seq, committed };
     if (!p.live) {
+      if (p.beatsSinceWithdrawal === 0) p.firstBeatAfterWithdrawalAt = Date.now();
       p.beatsSinceWithdrawal++;
-      if (p.record && p.beatsSinceWithdrawal >= this.readmitBeats) {
-        void this.resync(hb.cluster).then(() => {
+      // Re-admit after enough beats spread over time (beats buffered during a partition arrive in a burst, and say
+      // nothing about now), and only while the peer's latest beat says etcd holds all its changes (no stale resync).
+      const spread = Date.now() - (p.firstBeatAfterWithdrawalAt ?? 0) >= ((this.readmitBeats - 1) * this.hbMs) / 2;
+      if (p.record && p.beatsSinceWithdrawal >= this.readmitBeats && spread && committed >= hb.seq) {
+        void this.resync(hb.cluster, committed).then(() => {
           if (p.live || !p.record) return;
+          if (p.advertised && p.advertised.committed < p.advertised.seq) return;
           p.live = true;
           p.admittedAt = Date.now();
           this.opts.log.info({ peer: hb.cluster }, 'peer cluster re-admitted');
@@ -430,15 +474,21 @@ export class FederationMember extends EventEmitter {
       }
       return;
     }
-    if (hb.seq > p.lastSeq) {
-      void this.resync(hb.cluster).then(() => this.emit('change'));
+    if (committed > p.lastSeq && p.record) {
+      void this.resync(hb.cluster, committed).then(() => this.emit('change'));
     }
   }
 
   private beat(): void {
     const acks: Record<string, number> = {};
     for (const [name, p] of this.peers) if (p.live) acks[name] = p.lastSeq;
-    const hb: Heartbeat = { cluster: this.opts.cluster, seq: this.seq, sentAt: Date.now(), acks };
+    const hb: Heartbeat = {
+      cluster: this.opts.cluster,
+      seq: this.seq,
+      committed: this.committedSeq,
+      sentAt: Date.now(),
+      acks,
+    };
     this.opts.transport.publish(
       subjects.heartbeat(this.opts.mesh, this.opts.cluster),
       encoder.encode(JSON.stringify(hb)),
@@ -446,12 +496,13 @@ export class FederationMember extends EventEmitter {
   }
 
   /**
-   * transportHealthy reports whether our own heartbeats come back to us over NATS within the liveness budget. When
-   * they do not, silence from peers says nothing about them, and only the etcd lease (the second signal) can
-   * withdraw a peer.
+   * transportHealthy reports whether our own heartbeats come back to us over NATS: the last one within two
+   * heartbeat intervals. When they do not, silence from peers says nothing about them, and only the etcd lease (the
+   * second signal) can withdraw a peer. The window is much shorter than the liveness budget, so that a transport
+   * (or this process) stalling just before a peer's silence reaches the budget is not mistaken for that peer dying.
    */
   transportHealthy(): boolean {
-    return Date.now() - this.lastOwnEchoAt <= this.withdrawMs;
+    return Date.now() - this.lastOwnEchoAt <= Math.max(2 * this.hbMs, 250);
   }
 
   private checkLiveness(): void {

@@ -69,6 +69,11 @@ export interface Heartbeat {
   cluster: string;
   /** seq is the highest endpoint sequence number the sender has published, so peers can detect a missed delta. */
   seq: number;
+  /**
+   * committed is the highest sequence number whose change the sender has written to etcd: a peer that reads etcd
+   * after this beat sees every change up to it (deletions included). Below `seq` while an export is failing.
+   */
+  committed?: number;
   sentAt: number;
   /** acks maps each peer cluster to the highest of its sequence numbers this sender has applied. */
   acks?: Record<string, number>;

@@ -33,6 +33,7 @@ export class FederationLink {
   readonly registry: FederatedRegistry;
   private timer: NodeJS.Timeout | undefined;
   private exporting = Promise.resolve();
+  private closed = false;
 
   private constructor(
     readonly member: FederationMember,
@@ -96,12 +97,23 @@ export class FederationLink {
         obj?.metadata.labels?.[EXPORT_ANNOTATION] === 'false'
       );
     };
+    // A failed export (etcd unreachable) is retried with backoff until it succeeds: peers resync from etcd, so a
+    // change that never reached it would stay invisible to them.
+    let failures = 0;
     const doExport = (): void => {
       link.exporting = link.exporting
         .then(() => member.export(exportedServices(opts.local, (svc) => exportOff(svc.hostname))))
-        .catch((err: unknown) =>
-          opts.log.warn({ err: (err as Error).message }, 'federation export failed; will retry on the next change'),
-        );
+        .then(() => {
+          failures = 0;
+        })
+        .catch((err: unknown) => {
+          failures++;
+          const retryInMs = Math.min(2_000, 250 * 2 ** Math.min(failures - 1, 3));
+          opts.log.warn({ err: (err as Error).message, retryInMs }, 'federation export failed; retrying');
+          if (link.closed) return;
+          if (link.timer) clearTimeout(link.timer);
+          link.timer = setTimeout(doExport, retryInMs);
+        });
     };
     opts.store.on('change', () => {
       if (link.timer) clearTimeout(link.timer);
@@ -138,6 +150,7 @@ export class FederationLink {
 
   /** close stops exporting, leaves the mesh (revoking the lease: peers withdraw at once) and disconnects. */
   async close(leave = true): Promise<void> {
+    this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     await this.exporting;
     if (leave) await this.member.leave();

@@ -177,12 +177,14 @@ function pipeSession(
       if (result.flag === '-') result.flag = 'UC';
       down.destroy();
     });
-    down.on('close', (hadError: boolean) => {
-      if (hadError) up.destroy();
+    // A side closed before its end was passed on (reset, destroyed, timed out) takes the other side with it; after a
+    // clean end, the other side finishes flushing and closes on its own.
+    down.on('close', () => {
+      if (!up.writableEnded) up.destroy();
       onClose();
     });
-    up.on('close', (hadError: boolean) => {
-      if (hadError) down.destroy();
+    up.on('close', () => {
+      if (!down.writableEnded) down.destroy();
       onClose();
     });
     up.setNoDelay(true);
