@@ -202,12 +202,15 @@ export class VmAgent {
             'run `fedmesh vm config` again and install the new istio-token',
         );
       if (tokenFile?.looseMode)
-        log.warn({ file: boot.tokenFile }, 'the bootstrap token file is readable by others; make it 0600');
-      await notifier.status(
-        loaded.cert
-          ? `renewing the persisted certificate ${loaded.cert.serialNumber} with istiod at ${boot.dialAddress} (no token needed)`
-          : `requesting a certificate from istiod at ${boot.dialAddress} with the bootstrap token`,
-      );
+        log.warn(
+          { file: boot.tokenFile },
+          'the bootstrap token file is readable by everyone; make it 0640 (group fedmesh) or 0600',
+        );
+      const step = loaded.cert
+        ? `renewing the persisted certificate ${loaded.cert.serialNumber} with istiod at ${boot.dialAddress} (no token needed)`
+        : `requesting a certificate from istiod at ${boot.dialAddress} with the bootstrap token`;
+      log.info({ notAfter: loaded.cert?.notAfter.toISOString() }, step);
+      await notifier.status(step);
       const sidecar = this.makeSidecar(boot, loaded.cert, tokenFile?.token);
       try {
         await sidecar.start(signal);

@@ -124,7 +124,7 @@ export async function readBootstrap(configDir: string): Promise<VmBootstrap> {
   };
 }
 
-/** TokenFile is the bootstrap token and whether its file is readable by others than its owner (a warning). */
+/** TokenFile is the bootstrap token and whether its file is readable by everyone (a warning: make it 0640 or 0600). */
 export interface TokenFile {
   token: string;
   looseMode: boolean;
@@ -136,7 +136,7 @@ export async function readToken(file: string): Promise<TokenFile | undefined> {
   const token = text?.trim();
   if (!token) return undefined;
   const { mode } = await fs.stat(file);
-  return { token, looseMode: (mode & 0o077) !== 0 };
+  return { token, looseMode: (mode & 0o007) !== 0 };
 }
 
 /**
