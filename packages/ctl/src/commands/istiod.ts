@@ -31,6 +31,10 @@ export function registerIstiod(program: Command): void {
     .option('--federation-mesh <mesh>', 'join this federated mesh (needs --etcd and --nats)')
     .option('--etcd <urls...>', 'etcd client URLs of the federation')
     .option('--nats <urls...>', 'NATS URLs of the federation')
+    .option(
+      '--gateway-address <host:port>',
+      "this network's east-west gateway (fedmesh gateway, 15443), published so that other networks reach us through it",
+    )
     .action(
       async (o: {
         stateDir: string;
@@ -49,6 +53,7 @@ export function registerIstiod(program: Command): void {
         federationMesh?: string;
         etcd?: string[];
         nats?: string[];
+        gatewayAddress?: string;
       }) => {
         const log = createLogger('istiod');
         const istiod = new Istiod({
@@ -75,6 +80,7 @@ export function registerIstiod(program: Command): void {
                   network: o.network,
                   etcd: o.etcd ?? [],
                   nats: o.nats ?? [],
+                  ...(o.gatewayAddress !== undefined ? { gatewayAddress: o.gatewayAddress } : {}),
                 },
               }
             : {}),
