@@ -267,6 +267,22 @@ describe('fedmesh vm config and fedmesh-vm-agent (no systemd)', () => {
       /discoveryAddress: "istiod\.istio-system\.svc:15012"/,
     );
     assert.equal(fs.readFileSync(path.join(cfg(), 'root-cert.pem'), 'utf8'), istiod.ca.rootCertsPem.join(''));
+    // The agent reads them back: `fedmesh-vm-agent --check` prints the identity and where istiod is.
+    const check = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const c = spawn(process.execPath, [AGENT, '--check', '--config-dir', cfg()], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      c.on('exit', (code) => resolve({ code, out }));
+    });
+    assert.equal(check.code, 0, check.out);
+    assert.match(check.out, /identity +spiffe:\/\/cluster\.local\/ns\/vm\/sa\/legacy-sa/);
+    assert.match(
+      check.out,
+      new RegExp(`istiod +istiod\\.istio-system\\.svc:15012 \\(dial 127\\.0\\.${subnet}\\.1:15012\\)`),
+    );
   });
 
   it('the agent gets a certificate, auto-registers, reports READY=1, and serves pod → VM and VM → pod over mTLS', async () => {
