@@ -42,9 +42,16 @@ export function registerGateway(program: Command): void {
         adminPort: string;
       }) => {
         const log = createLogger('gateway').child({ pod: `${o.pod}.${o.namespace}` });
-        const labels = JSON.parse(o.labels) as unknown;
+        let labels: unknown;
+        try {
+          labels = JSON.parse(o.labels);
+        } catch (err) {
+          throw new Error(`--labels: not JSON: ${(err as Error).message}`);
+        }
         if (!labels || typeof labels !== 'object' || Object.values(labels).some((v) => typeof v !== 'string'))
           throw new Error('--labels: want a JSON object of strings');
+        if (!/^\d+$/.test(o.adminPort) || Number(o.adminPort) > 65535)
+          throw new Error(`--admin-port: want a port number, got ${JSON.stringify(o.adminPort)}`);
         const gateway = new Gateway({
           ip: o.ip,
           podName: o.pod,

@@ -10,7 +10,8 @@ import { ClusterManager } from '../cluster-manager.js';
 import { ClusterLoadAssignmentSchema, ClusterSchema } from '../xds/envoy-schemas.js';
 import { blankTcpLabels, TcpMetrics } from '../tcp/tcp-metrics.js';
 import { GatewayListenerManager } from './gateway-listeners.js';
-import { GatewayListenerSchema, matchFilterChain } from './gateway-schema.js';
+import { encodeAny, TypeUrl } from '@fedmesh/api/xds';
+import { GatewayListenerSchema, GatewayListenerType, matchFilterChain } from './gateway-schema.js';
 
 const CERTS = path.resolve(import.meta.dirname, '../../../../../shared/fixtures/istio-samples/certs');
 const SNI = 'outbound_.9080_.v1_.reviews.default.svc.cluster.local';
@@ -399,5 +400,40 @@ describe('GatewayListenerSchema', () => {
       filter_chains: [{ filters: [{ ...tcp, typed_config: { ...tcp.typed_config, weighted_clusters: {} } }] }],
     });
     assert.equal(weighted.success, false);
+  });
+});
+
+describe('GatewayListenerType', () => {
+  test("NACKs a sidecar's HTTP listener with the field path (decoded from protobuf)", () => {
+    const any = encodeAny(TypeUrl.Listener, {
+      name: 'virtualOutbound',
+      address: { socket_address: { address: '127.0.0.1', port_value: 15001 } },
+      filter_chains: [
+        {
+          filters: [
+            {
+              name: 'envoy.filters.network.http_connection_manager',
+              typed_config: {
+                '@type':
+                  'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                stat_prefix: 'x',
+                rds: { route_config_name: 'outbound', config_source: { ads: {} } },
+                http_filters: [
+                  {
+                    name: 'envoy.filters.http.router',
+                    typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    });
+    const r = GatewayListenerType.decode(any);
+    assert.equal(r.name, 'virtualOutbound');
+    assert.ok('error' in r);
+    assert.match(r.error, /filter_chains\[0\]\.filters\[0\]/);
+    assert.match(r.error, /listener_filters/);
   });
 });

@@ -19,7 +19,7 @@ export function blankTcpLabels(): TcpLabels {
   return l;
 }
 
-/** TCP_REJECT_REASONS are the values of `fedmesh_gateway_rejected_connections_total{reason}`. */
+/** TcpRejectReason is a value of `fedmesh_gateway_rejected_connections_total{reason}`. */
 export type TcpRejectReason =
   | 'not_tls'
   | 'record_too_large'
