@@ -1,9 +1,11 @@
 import type { ConfigStore, StoredObject } from './config/store.js';
+import { EXPORT_ANNOTATION } from './registry/federated.js';
 import {
   namespaceOf,
   type AuthorizationPolicyObject,
   type DestinationRuleObject,
   type GatewayObject,
+  type ServiceObject,
   type PeerAuthenticationObject,
   type VirtualServiceObject,
 } from './model/config.js';
@@ -56,6 +58,11 @@ export class PushContext {
   private readonly dr: DestinationRuleObject[];
   /** gateways are the Istio Gateways, oldest first (gateway proxies pick theirs by selector). */
   readonly gateways: readonly GatewayObject[];
+  /**
+   * exportDisabled holds the hostnames of Services annotated or labelled `networking.fedmesh.io/export: "false"`:
+   * kept out of the federation and of this cluster's east-west gateways.
+   */
+  readonly exportDisabled: ReadonlySet<string>;
   /** authorizationPolicies are the AuthorizationPolicies, oldest first. */
   readonly authorizationPolicies: readonly AuthorizationPolicyObject[];
   /** peerAuthentications are the PeerAuthentications, oldest first (the oldest wins a tie, as in Istio). */
@@ -82,6 +89,16 @@ export class PushContext {
     this.vs = store.list<VirtualServiceObject & StoredObject>('VirtualService').sort(byCreation);
     this.dr = store.list<DestinationRuleObject & StoredObject>('DestinationRule').sort(byCreation);
     this.gateways = store.list<GatewayObject & StoredObject>('Gateway').sort(byCreation);
+    this.exportDisabled = new Set(
+      store
+        .list<ServiceObject & StoredObject>('Service')
+        .filter(
+          (s) =>
+            s.metadata.annotations?.[EXPORT_ANNOTATION] === 'false' ||
+            s.metadata.labels?.[EXPORT_ANNOTATION] === 'false',
+        )
+        .map((s) => `${s.metadata.name}.${namespaceOf(s)}.svc.${mesh.domainSuffix}`),
+    );
     this.authorizationPolicies = store
       .list<AuthorizationPolicyObject & StoredObject>('AuthorizationPolicy')
       .sort(byCreation);
@@ -109,6 +126,15 @@ export class PushContext {
       this.instanceCache.set(key, hit);
     }
     return hit;
+  }
+
+  /**
+   * instanceAt returns the endpoint of a service port at one address (a proxy's own workload), if any. Generators
+   * that only need that one should ask for it rather than for every endpoint, so that istiod knows endpoints
+   * added elsewhere cannot change their output (`incremental.ts`).
+   */
+  instanceAt(hostname: string, port: number, address: string): ServiceInstance | undefined {
+    return this.instances(hostname, port).find((i) => i.endpoint.address === address);
   }
 
   /**

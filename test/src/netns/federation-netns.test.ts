@@ -254,6 +254,22 @@ describe(
         eps.map((x) => `${x.address}:${x.port}:${x.gateway}`),
         [`${west.net.ip}:${GATEWAY_PORT}:net-west`],
       );
+      // The call crossed west's gateway: its TCP metrics name the service from the SNI it routed on.
+      const stats = await inNs(west.net.ns, 'bash', [
+        '-c',
+        `exec 3<>/dev/tcp/${west.net.ip}/15000 && printf 'GET /stats/prometheus HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3`,
+      ]);
+      const opened = stats
+        .split('\n')
+        .find(
+          (l) =>
+            l.startsWith('istio_tcp_connections_opened_total{') &&
+            l.includes(`destination_service="${host('ratings')}"`),
+        );
+      assert.ok(
+        opened && Number(opened.slice(opened.lastIndexOf(' ') + 1)) >= 1,
+        `west gateway stats: ${opened ?? 'none'}`,
+      );
       if (topo.isolated) {
         // Only gateways cross networks: west's istiod is not reachable from east, its gateway is.
         await assert.rejects(inNs(east.net.ns, 'bash', ['-c', `exec 3<>/dev/tcp/${west.net.ip}/15012`]));

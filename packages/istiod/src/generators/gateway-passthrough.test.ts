@@ -141,6 +141,26 @@ describe('east-west gateway from expose-services.yaml (TLS AUTO_PASSTHROUGH)', (
     assert.deepEqual(generate(TypeUrl.RouteConfiguration, p, EASTWEST), []);
   });
 
+  it('a Service with networking.fedmesh.io/export: "false" is not reachable through the gateway', () => {
+    const local = `apiVersion: v1
+kind: Service
+metadata:
+  name: details
+  namespace: default
+  annotations: { networking.fedmesh.io/export: "false" }
+spec:
+  selector: { app: details }
+  ports: [{ name: http, port: 9080 }]
+`;
+    const l = accepted(
+      GatewayListenerType,
+      generate(TypeUrl.Listener, push(store([...bookinfo, exposeServices], local), 'net-west'), EASTWEST)[0],
+    );
+    const names = l.filter_chains.map((c) => c.filter_chain_match?.server_names?.[0] ?? '');
+    assert.equal(names.filter((n) => n.endsWith('details.default.svc.cluster.local')).length, 0);
+    assert.equal(names.length, 11);
+  });
+
   it('a gateway the selector does not match gets nothing; sidecars keep their own listeners', () => {
     assert.deepEqual(generate(TypeUrl.Listener, p, router({ istio: 'ingressgateway' })), []);
     const sidecarLds = generate(TypeUrl.Listener, p, SLEEP);

@@ -59,7 +59,8 @@ export function hostMatches(serverHost: string, gatewayNs: string, svc: MeshServ
  * passthroughListeners finds what a gateway proxy serves with TLS AUTO_PASSTHROUGH (Istio's east-west gateway,
  * e.g. the sample `cross-network-gateway`): every Gateway whose `selector` matches the proxy's labels, every server
  * with `tls.mode: AUTO_PASSTHROUGH`, every service its hosts match that has a workload on this network, and for
- * each service port and DestinationRule subset one cluster named by the SNI a client sidecar sends. The endpoints
+ * each service port and DestinationRule subset one cluster named by the SNI a client sidecar sends. A Service with
+ * `networking.fedmesh.io/export: "false"` is not served (it stays local to this network). The endpoints
  * are this network's sidecar-injected workloads only (never another network's gateway, which would loop).
  * Servers of other modes are reported in `warnings` and left out.
  */
@@ -82,7 +83,7 @@ export function passthroughListeners(push: PushContext, proxy: ProxyModel, warni
       const clusters = byPort.get(server.port.number) ?? new Map<string, PassthroughCluster>();
       byPort.set(server.port.number, clusters);
       for (const svc of push.services) {
-        if (!server.hosts.some((h) => hostMatches(h, gwNs, svc))) continue;
+        if (push.exportDisabled.has(svc.hostname) || !server.hosts.some((h) => hostMatches(h, gwNs, svc))) continue;
         const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
         const perPort = svc.ports.map((p) => ({
           port: p,
