@@ -39,7 +39,7 @@ export interface PodsRunnerConfig {
 interface RunningPod {
   plan: PodPlan;
   ready: boolean;
-  sidecar?: Sidecar;
+  sidecar?: Sidecar | undefined;
   backends: http.Server[];
   requests: number;
   lastXfcc: string | null;
