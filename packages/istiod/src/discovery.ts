@@ -17,6 +17,7 @@ import type { IstiodMetrics } from './metrics.js';
 import { parseProxyNode, type ProxyModel } from './model/proxy.js';
 import type { ServiceRegistry } from './model/service.js';
 import { PushContext, type MeshSettings } from './push-context.js';
+import { IncrementalGenerator } from './incremental.js';
 
 /** DiscoveryOptions wire the discovery server to its inputs. */
 export interface DiscoveryOptions {
@@ -79,6 +80,8 @@ export class DiscoveryServer {
   private readonly proxylessGenerators: Map<string, ResourceGenerator>;
   private readonly connected = new Map<string, Connected>();
   private push: PushContext | undefined;
+  /** incremental skips generation a change cannot affect (see incremental.ts). */
+  readonly incremental = new IncrementalGenerator();
   private pushVersion = 0;
   private timer: NodeJS.Timeout | undefined;
   private firstRequestAt = 0;
@@ -208,7 +211,7 @@ export class DiscoveryServer {
     const warnings: string[] = [];
     const resources: Record<string, ResourceEntry[]> = {};
     const generators = this.connected.get(proxy.id)?.generators ?? this.generators;
-    for (const [typeUrl, gen] of generators) resources[typeUrl] = gen(push, proxy, warnings);
+    for (const [typeUrl, gen] of generators) resources[typeUrl] = this.incremental.generate(gen, push, proxy, warnings);
     const snapshot = new Snapshot(resources, {
       [TypeUrl.RouteConfiguration]: ['outbound'],
     });
@@ -245,6 +248,7 @@ export class DiscoveryServer {
     if (c && c.streams.size === 0) {
       this.connected.delete(proxy.id);
       this.cache.clearSnapshot(proxy.id);
+      this.incremental.forget(proxy.id);
     }
     this.opts.metrics.connected.set(this.connected.size);
     this.opts.log.info({ nodeId: proxy.id }, 'proxy disconnected');

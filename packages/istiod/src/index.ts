@@ -18,3 +18,5 @@ export * from './federation.js';
 export * from './registry/federated.js';
 export * from './trust/index.js';
 export * from './vm/index.js';
+export * from './push-memo.js';
+export * from './incremental.js';

@@ -68,6 +68,7 @@ export class PushContext {
   /** peerAuthentications are the PeerAuthentications, oldest first (the oldest wins a tie, as in Istio). */
   readonly peerAuthentications: readonly PeerAuthenticationObject[];
   private readonly instanceCache = new Map<string, ServiceInstance[]>();
+  private byAddress: Map<string, ServiceInstance[]> | undefined;
 
   /** constructor snapshots the store and registries at `version`. */
   constructor(
@@ -129,12 +130,23 @@ export class PushContext {
   }
 
   /**
-   * instanceAt returns the endpoint of a service port at one address (a proxy's own workload), if any. Generators
-   * that only need that one should ask for it rather than for every endpoint, so that istiod knows endpoints
-   * added elsewhere cannot change their output (`incremental.ts`).
+   * instancesAt returns every service endpoint at one address (a proxy's own workload), over all services and
+   * ports, in service then port order; cached for the push. Generators that only need a proxy's own endpoints
+   * should ask for them here rather than scan every service's endpoints, so that istiod can tell that endpoints
+   * added elsewhere do not change their output (`incremental.ts`).
    */
-  instanceAt(hostname: string, port: number, address: string): ServiceInstance | undefined {
-    return this.instances(hostname, port).find((i) => i.endpoint.address === address);
+  instancesAt(address: string): readonly ServiceInstance[] {
+    if (!this.byAddress) {
+      this.byAddress = new Map();
+      for (const svc of this.services)
+        for (const port of svc.ports)
+          for (const i of this.instances(svc.hostname, port.port)) {
+            const list = this.byAddress.get(i.endpoint.address) ?? [];
+            list.push(i);
+            this.byAddress.set(i.endpoint.address, list);
+          }
+    }
+    return this.byAddress.get(address) ?? [];
   }
 
   /**

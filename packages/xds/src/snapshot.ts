@@ -36,12 +36,42 @@ interface TypeSet extends ResourceSet {
   readonly versions: Map<string, string>;
 }
 
+function buildSet(typeUrl: string, given: readonly ResourceEntry[]): TypeSet {
+  const entries = [...given].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const items = new Map<string, AnyMessage>();
+  const versions = new Map<string, string>();
+  const hash = createHash('sha256');
+  // A supplied version stands for the bytes (it is their hash), so hashing it instead keeps the set version a
+  // function of the content while hashing far less; supplied versions are gathered and hashed in one call.
+  let text = '';
+  for (const e of entries) {
+    if (items.has(e.name)) throw new Error(`snapshot: duplicate ${typeUrl} resource ${e.name}`);
+    items.set(e.name, e.resource);
+    if (e.version !== undefined) {
+      versions.set(e.name, e.version);
+      text += `${e.name}\0v\0${e.version}\0`;
+    } else {
+      hash.update(text).update(e.name).update('\0b\0').update(e.resource.type_url).update('\0');
+      hash.update(e.resource.value).update('\0');
+      text = '';
+    }
+  }
+  hash.update(text);
+  return { version: hash.digest('hex').slice(0, 16), items, versions };
+}
+
 /**
  * Snapshot is an immutable, versioned set of xDS resources for one node, one {@link ResourceSet} per type URL,
  * as go-control-plane's `cache.Snapshot`. Types not given are present and empty. Per-resource versions (for
  * Delta xDS) are content hashes, computed on first use unless the entries carry them.
  */
 export class Snapshot {
+  /**
+   * setsByEntries remembers the set built from each entries array, so an array shared by many snapshots (one
+   * generated once for every proxy of a namespace) is sorted and hashed once. Entries arrays must not be mutated
+   * after they are given to a snapshot.
+   */
+  private static readonly setsByEntries = new WeakMap<readonly ResourceEntry[], TypeSet>();
   private readonly sets: ReadonlyMap<string, TypeSet>;
 
   /**
@@ -55,22 +85,13 @@ export class Snapshot {
   ) {
     const sets = new Map<string, TypeSet>();
     for (const typeUrl of new Set([...Object.values(TypeUrl), ...Object.keys(resources)])) {
-      const entries = [...(resources[typeUrl] ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      const items = new Map<string, AnyMessage>();
-      const versions = new Map<string, string>();
-      const hash = createHash('sha256');
-      for (const e of entries) {
-        if (items.has(e.name)) throw new Error(`snapshot: duplicate ${typeUrl} resource ${e.name}`);
-        items.set(e.name, e.resource);
-        hash.update(e.name).update('\0');
-        // A supplied version stands for the bytes (it is their hash), so hashing it instead keeps the set version
-        // a function of the content while hashing far less.
-        if (e.version !== undefined) {
-          versions.set(e.name, e.version);
-          hash.update('v\0').update(e.version).update('\0');
-        } else hash.update('b\0').update(e.resource.type_url).update('\0').update(e.resource.value).update('\0');
+      const given = resources[typeUrl];
+      let set = given ? Snapshot.setsByEntries.get(given) : undefined;
+      if (!set) {
+        set = buildSet(typeUrl, given ?? []);
+        if (given) Snapshot.setsByEntries.set(given, set);
       }
-      sets.set(typeUrl, { version: hash.digest('hex').slice(0, 16), items, versions });
+      sets.set(typeUrl, set);
     }
     this.sets = sets;
   }

@@ -103,6 +103,18 @@ function outboundCluster(
  * resources out; problems are appended to `warnings`.
  */
 export function generateClusters(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
+  return [...generateOutboundClusters(push, proxy, warnings), ...generateInboundClusters(push, proxy)];
+}
+
+/**
+ * generateOutboundClusters is the outbound half of {@link generateClusters}. It does not depend on the proxy's
+ * address, so istiod shares it between proxies that agree on the fields it reads (`push-memo.ts`).
+ */
+export function generateOutboundClusters(
+  push: PushContext,
+  proxy: ProxyModel,
+  warnings: string[] = [],
+): GeneratedResource[] {
   const out: GeneratedResource[] = [];
   for (const svc of push.servicesFor(proxy.namespace)) {
     const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
@@ -113,6 +125,12 @@ export function generateClusters(push: PushContext, proxy: ProxyModel, warnings:
       }
     }
   }
+  return out;
+}
+
+/** generateInboundClusters is the inbound half of {@link generateClusters}: `inbound|<port>||` to the proxy's own workload. */
+export function generateInboundClusters(push: PushContext, proxy: ProxyModel): GeneratedResource[] {
+  const out: GeneratedResource[] = [];
   for (const [targetPort] of inboundPorts(push, proxy)) {
     const name = inboundClusterName(targetPort);
     out.push(
@@ -146,10 +164,12 @@ export function inboundPorts(
   proxy: ProxyModel,
 ): Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]> {
   const out = new Map<number, { svc: MeshService; port: ServicePort; subsets: string[] }[]>();
+  const own = push.instancesAt(proxy.ip);
+  if (own.length === 0) return out;
   for (const svc of push.services) {
     if (svc.namespace !== proxy.namespace) continue;
     for (const port of svc.ports) {
-      const mine = push.instances(svc.hostname, port.port).find((i) => i.endpoint.address === proxy.ip);
+      const mine = own.find((i) => i.service.hostname === svc.hostname && i.servicePort.port === port.port);
       if (!mine) continue;
       const dr = push.destinationRuleFor(svc.hostname, proxy.namespace);
       const subsets = (dr?.spec.subsets ?? [])

@@ -2,7 +2,8 @@ import { TypeUrl } from '@fedmesh/api/xds';
 import type { ResourceEntry } from '@fedmesh/xds';
 import type { ProxyModel } from '../model/proxy.js';
 import type { PushContext } from '../push-context.js';
-import { generateClusters } from './cds.js';
+import { runMemoized } from '../push-memo.js';
+import { generateInboundClusters, generateOutboundClusters } from './cds.js';
 import { generateEndpoints } from './eds.js';
 import { withInterceptionMode } from './capture.js';
 import { withGatewayGenerators } from './gateway-generators.js';
@@ -22,7 +23,11 @@ export function createGenerators(): Map<string, ResourceGenerator> {
     new Map<string, ResourceGenerator>([
       [TypeUrl.Listener, (p, x, w) => generateListeners(p, x, w)],
       [TypeUrl.RouteConfiguration, (p, x, w) => generateRoutes(p, x, w)],
-      [TypeUrl.Cluster, (p, x, w) => generateClusters(p, x, w)],
+      // Outbound clusters are shared by the proxies of a namespace; only the inbound ones are per proxy.
+      [
+        TypeUrl.Cluster,
+        (p, x, w) => [...runMemoized(generateOutboundClusters, p, x, w), ...generateInboundClusters(p, x)],
+      ],
       [TypeUrl.ClusterLoadAssignment, (p, x) => generateEndpoints(p, x)],
       [TypeUrl.Secret, (p) => generateSecrets(p)],
     ]),
@@ -30,7 +35,13 @@ export function createGenerators(): Map<string, ResourceGenerator> {
   return withInterceptionMode(generators);
 }
 
-export { generateClusters, inboundPorts, effectivePolicy } from './cds.js';
+export {
+  generateClusters,
+  generateInboundClusters,
+  generateOutboundClusters,
+  inboundPorts,
+  effectivePolicy,
+} from './cds.js';
 export { generateEndpoints, buildLoadAssignment } from './eds.js';
 export { generateListeners, INBOUND_PORT, OUTBOUND_PORT } from './lds.js';
 export { generateRoutes, domainsFor, virtualServiceRoutes, OUTBOUND_ROUTE_NAME, ISTIO_DEFAULT_RETRY } from './rds.js';
