@@ -69,12 +69,13 @@ describe('simple policies', () => {
     for (let i = 3; i < 30; i++) assert.equal(seq[i], seq[i - 3], 'a fixed rotation');
   });
 
-  test('RANDOM: each endpoint gets about a third, not in a fixed rotation', async () => {
+  test('RANDOM: each endpoint gets about a third, not in a fixed rotation', async (t) => {
     loadBalancer('lb', '{ simple: RANDOM }');
     await waitForCluster(client, clusterOf('lb'), (c) => c.lb_policy === 'RANDOM');
     const n = 150;
     const seq = await pods(n);
     const [lo, hi] = binomialBounds(n, 1 / 3);
+    t.diagnostic(`RANDOM: ${JSON.stringify(tally(seq))} (bounds ${lo}..${hi})`);
     for (const [pod, k] of Object.entries(tally(seq))) assert.ok(k >= lo && k <= hi, `${pod}: ${k}`);
     assert.ok(
       seq.some((p, i) => i > 0 && p === seq[i - 1]),
@@ -82,7 +83,7 @@ describe('simple policies', () => {
     );
   });
 
-  test('LEAST_REQUEST: an endpoint holding requests gets about a quarter of new ones (P2C), not half', async () => {
+  test('LEAST_REQUEST: an endpoint holding requests gets about a quarter of new ones (P2C), not half', async (t) => {
     loadBalancer('lr', '{ simple: LEAST_REQUEST }');
     await waitForCluster(client, clusterOf('lr'), (c) => c.lb_policy === 'LEAST_REQUEST');
     const slow = lr[0] as TestApp;
@@ -108,6 +109,7 @@ describe('simple policies', () => {
     await Promise.all(pending);
     // Two samples with replacement: the busy endpoint wins only when both samples are it, p = 1/4 (RR would be 1/2).
     const [lo, hi] = binomialBounds(n, 0.25);
+    t.diagnostic(`LEAST_REQUEST: ${toSlow} of ${n} to the busy endpoint (bounds ${lo}..${hi})`);
     assert.ok(toSlow >= lo && toSlow <= hi, `${toSlow} of ${n} to the busy endpoint`);
     slow.handler = (_r, res, a) => a.ok(res);
   });

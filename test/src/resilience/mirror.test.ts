@@ -86,7 +86,7 @@ test('a failing mirror (resets, 500s) never fails the main request', async () =>
   await waitUntil(() => k >= 20, 10_000, 'mirror attempts');
 });
 
-test('mirrorPercentage 25 mirrors about a quarter of requests', async () => {
+test('mirrorPercentage 25 mirrors about a quarter of requests', async (t) => {
   shadow.handler = (_r, res, a) => a.ok(res);
   mirrorVs(`    mirror: { host: shadow }
     mirrorPercentage: { value: 25 }`);
@@ -97,10 +97,11 @@ test('mirrorPercentage 25 mirrors about a quarter of requests', async () => {
   await new Promise((r) => setTimeout(r, 500));
   const mirrored = shadow.requests.length - seen;
   const [lo, hi] = binomialBounds(n, 0.25);
+  t.diagnostic(`mirrored ${mirrored} of ${n} (bounds ${lo}..${hi})`);
   assert.ok(mirrored >= lo && mirrored <= hi, `${mirrored} of ${n} mirrored`);
 });
 
-test('mirrors: several mirror destinations, each with its own percentage', async () => {
+test('mirrors: several mirror destinations, each with its own percentage', async (t) => {
   mirrorVs(`    mirrors:
     - destination: { host: shadow }
       percentage: { value: 100 }
@@ -114,6 +115,7 @@ test('mirrors: several mirror destinations, each with its own percentage', async
   await new Promise((r) => setTimeout(r, 500));
   const m2 = shadow2.requests.length - s2;
   const [lo, hi] = binomialBounds(n, 0.5);
+  t.diagnostic(`shadow got ${n} of ${n}, shadow2 ${m2} of ${n} (bounds ${lo}..${hi})`);
   assert.ok(m2 >= lo && m2 <= hi, `${m2} of ${n} mirrored to shadow2`);
   assert.equal(shadow2.requests.at(-1)?.headers.host, 'main-shadow:8080');
 });

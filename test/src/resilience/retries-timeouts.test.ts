@@ -301,7 +301,7 @@ describe('timeouts', () => {
 });
 
 describe('fault injection', () => {
-  test('a 50% fixed delay delays about half the requests, each by at least the delay (flag DI)', async () => {
+  test('a 50% fixed delay delays about half the requests, each by at least the delay (flag DI)', async (t) => {
     virtualService(`  - route: [{ destination: { host: flaky } }]
     fault: { delay: { fixedDelay: 150ms, percentage: { value: 50 } } }`);
     await waitForRoute(client, (r) => r.includes('envoy.filters.http.fault'), 'fault delay');
@@ -314,12 +314,13 @@ describe('fault injection', () => {
     const logs = accessLogs(mesh, 'client-0').slice(before);
     const delayed = logs.filter((l) => l.response_flags === 'DI');
     const [lo, hi] = binomialBounds(n, 0.5);
+    t.diagnostic(`delayed ${delayed.length} of ${n} (bounds ${lo}..${hi})`);
     assert.ok(delayed.length >= lo && delayed.length <= hi, `${delayed.length} delayed of ${n}`);
     for (const l of delayed) assert.ok(l.duration >= 150, `a delayed request took ${l.duration} ms`);
     assert.ok(replies.every((r) => r.status === 200));
   });
 
-  test('a 30% abort answers the configured status to about 30% of requests (flag FI), never reaching the app', async () => {
+  test('a 30% abort answers the configured status to about 30% of requests (flag FI), never reaching the app', async (t) => {
     virtualService(`  - route: [{ destination: { host: flaky } }]
     fault: { abort: { httpStatus: 503, percentage: { value: 30 } } }`);
     await waitForRoute(client, (r) => r.includes('"http_status":503'), 'fault abort');
@@ -334,6 +335,7 @@ describe('fault injection', () => {
       } else assert.equal(r.status, 200);
     }
     const [lo, hi] = binomialBounds(n, 0.3);
+    t.diagnostic(`aborted ${aborted} of ${n} (bounds ${lo}..${hi})`);
     assert.ok(aborted >= lo && aborted <= hi, `${aborted} aborted of ${n}`);
     assert.equal(app.requests.length - seen, n - aborted);
   });
