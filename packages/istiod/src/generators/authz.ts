@@ -114,7 +114,7 @@ function pathPermission(path: string, hardened: boolean): Json {
   return { url_path: { path: istioMatcher(path) } };
 }
 
-/** hostRegex matches an Istio host (`a.b`, `*.b`, `a*`) case-insensitively, with or without a port. */
+/** hostPermission matches an Istio host (`a.b`, `*.b`, `a*`) on `:authority`, case-insensitively, with or without a port. */
 function hostPermission(host: string): Json {
   if (host === '*') return { header: { name: ':authority', present_match: true } };
   let body: string;
@@ -168,7 +168,7 @@ const NEVER_P: Json = { not_rule: { any: true } };
 interface RuleContext {
   action: Enforcement;
   trustDomain: string;
-  /** failOpenPart is true in DENY: an untranslatable part matches (the rule denies more), else it throws. */
+  /** denyWide is true in DENY: an untranslatable part matches (the rule denies more); otherwise it throws. */
   denyWide: boolean;
   warn: (msg: string) => void;
 }
@@ -233,7 +233,7 @@ function operationRules(o: OperationSpec, ctx: RuleContext): Json[] {
 
 const PRINCIPAL_KEYS = new Set(['source.ip', 'remote.ip', 'source.namespace', 'source.principal']);
 
-function conditionMatch(c: ConditionSpec, value: string, ctx: RuleContext): { id?: Json; perm?: Json } {
+function conditionMatch(c: ConditionSpec, value: string): { id?: Json; perm?: Json } {
   const header = /^request\.headers\[(.+)\]$/.exec(c.key);
   if (header?.[1]) return { perm: { header: { name: header[1].toLowerCase(), string_match: istioMatcher(value) } } };
   switch (c.key) {
@@ -253,16 +253,15 @@ function conditionMatch(c: ConditionSpec, value: string, ctx: RuleContext): { id
       return { perm: { requested_server_name: istioMatcher(value) } };
     default:
       if (c.key.startsWith('request.auth.')) return { id: NEVER_ID };
-      void ctx;
       throw new Untranslatable(`condition key ${JSON.stringify(c.key)} is not supported`);
   }
 }
 
-function conditionParts(c: ConditionSpec, ctx: RuleContext): { ids: Json[]; perms: Json[] } {
+function conditionParts(c: ConditionSpec): { ids: Json[]; perms: Json[] } {
   const out = { ids: [] as Json[], perms: [] as Json[] };
   const principalSide = PRINCIPAL_KEYS.has(c.key) || c.key.startsWith('request.auth.');
   const add = (values: string[], negate: boolean): void => {
-    const parts = values.map((v) => conditionMatch(c, v, ctx));
+    const parts = values.map((v) => conditionMatch(c, v));
     if (principalSide) {
       const id = orI(parts.map((p) => p.id ?? NEVER_ID));
       out.ids.push(negate ? notI(id) : id);
@@ -281,7 +280,7 @@ function translateRule(rule: Rule, ctx: RuleContext, where: string): Json {
   const whenIds: Json[] = [];
   const whenPerms: Json[] = [];
   (rule.when ?? []).forEach((c, i) => {
-    const parts = field(ctx, `${where}.when[${i}]`, () => conditionParts(c, ctx), { ids: [], perms: [] });
+    const parts = field(ctx, `${where}.when[${i}]`, () => conditionParts(c), { ids: [], perms: [] });
     whenIds.push(...parts.ids);
     whenPerms.push(...parts.perms);
   });
