@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseResource } from '@fedmesh/api';
 import { Istiod } from '@fedmesh/istiod';
 import { loadOriginalDst } from '@fedmesh/proxy';
+import { PROXY_ENTRY, PROXY_NODE_FLAGS } from '@fedmesh/ctl';
 import { CLI } from '../cli.js';
 import { SAMPLES, testLogger } from '../harness.js';
 import { captureUnavailable, PodNetwork, type CommandResult, type Pod } from './pod-network.js';
@@ -33,7 +34,7 @@ async function until(what: string, timeoutMs: number, check: () => Promise<boole
 
 /** natCount sums the packet counters of a `nat` chain's rules in a pod (how many connections it redirected). */
 async function natCount(net: PodNetwork, pod: Pod, chain: string): Promise<number> {
-  const r = await net.exec(pod, 'iptables', ['-t', 'nat', '-L', chain, '-v', '-n', '-x']);
+  const r = await net.exec(pod, 'iptables', ['-t', 'nat', '-L', chain, '-v', '-n', '-x'], 30_000);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout
     .split('\n')
@@ -107,12 +108,12 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
         'test',
       );
       // istio-iptables first (the init container), then the app and the sidecar.
-      const rules: CommandResult = await net.exec(p.pod, process.execPath, [
-        CLI,
-        'iptables',
-        '--proxy-uid',
-        String(PROXY_UID),
-      ]);
+      const rules: CommandResult = await net.exec(
+        p.pod,
+        process.execPath,
+        [CLI, 'iptables', '--proxy-uid', String(PROXY_UID)],
+        60_000,
+      );
       assert.equal(rules.code, 0, rules.stderr);
       if (p.ports.length > 0)
         net.spawn(
@@ -134,7 +135,18 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
       fs.chownSync(token, PROXY_UID, PROXY_UID);
       net.spawn(
         p.pod,
-        [process.execPath, CLI, 'proxy', '--ip', p.pod.ip, '--pod', p.name, '--namespace', 'default']
+        [
+          process.execPath,
+          ...PROXY_NODE_FLAGS,
+          PROXY_ENTRY,
+          'proxy',
+          '--ip',
+          p.pod.ip,
+          '--pod',
+          p.name,
+          '--namespace',
+          'default',
+        ]
           .concat(['--service-account', p.sa, '--workload', p.name.replace(/-\d+$/, '')])
           .concat(['--labels', JSON.stringify(p.labels), '--discovery', `${net.hostIp}:15012`])
           .concat(['--root-cert', rootCert, '--token-file', token, '--interception-mode', 'REDIRECT']),
@@ -143,7 +155,7 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
       );
     }
     for (const p of pods)
-      await until(`${p.name} sidecar ready`, 30_000, async () => {
+      await until(`${p.name} sidecar ready`, 90_000, async () => {
         const r = await net!.exec(p.pod, 'curl', [
           '-s',
           '-o',
@@ -154,7 +166,7 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
         ]);
         return r.stdout === '200';
       });
-    await until('reviews app listening', 15_000, async () => {
+    await until('reviews app listening', 60_000, async () => {
       const r = await net!.exec(reviews, 'curl', [
         '-s',
         '-o',
@@ -164,6 +176,11 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
         `http://${reviews.ip}:9080/`,
       ]);
       return r.stdout === '200';
+    });
+    // The sidecar is ready with listeners and clusters; endpoints (EDS) may still be on their way.
+    await until('the sleep sidecar to have reviews endpoints', 60_000, async () => {
+      const r = await net!.exec(sleep, 'curl', ['-s', `http://${sleep.ip}:15000/clusters`]);
+      return r.stdout.includes(`outbound|9080||${REVIEWS}::${reviews.ip}:9080`);
     });
   });
 
@@ -176,7 +193,7 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
   it('an app that knows nothing of the mesh calls http://reviews:9080/ and reviews sees its SPIFFE ID', async () => {
     const outBefore = await natCount(net!, sleep, 'ISTIO_REDIRECT');
     const inBefore = await natCount(net!, reviews, 'ISTIO_IN_REDIRECT');
-    const r = await net!.exec(sleep, 'curl', ['-sS', '-m', '10', 'http://reviews:9080/ratings/0']);
+    const r = await net!.exec(sleep, 'curl', ['-sS', '-m', '30', 'http://reviews:9080/ratings/0'], 45_000);
     assert.equal(r.code, 0, `curl failed: ${r.stderr}`);
     const body = JSON.parse(r.stdout) as { service: string; pod: string; callerPrincipal: string | null; path: string };
     assert.equal(body.service, 'reviews');
@@ -190,7 +207,12 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
   });
 
   it('the virtual IP picks the route when the Host header names no service', async () => {
-    const r = await net!.exec(sleep, 'curl', ['-sS', '-m', '10', '-H', 'host: nobody.example', `http://${vip}:9080/`]);
+    const r = await net!.exec(
+      sleep,
+      'curl',
+      ['-sS', '-m', '30', '-H', 'host: nobody.example', `http://${vip}:9080/`],
+      45_000,
+    );
     assert.equal(r.code, 0, `curl failed: ${r.stderr}`);
     const body = JSON.parse(r.stdout) as { service: string; callerPrincipal: string | null };
     assert.equal(body.service, 'reviews');
@@ -202,10 +224,15 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
     // uid 1337 is not captured on the way out, so this plaintext request goes straight to the reviews pod's 9080,
     // where the inbound redirect hands it to 15006, which accepts only mutual TLS (STRICT by default). Had it
     // reached the echo app, the app would have answered 200.
-    const r = await net!.exec(sleep, 'setpriv', [
-      ...[`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups'],
-      ...['curl', '-sS', '-m', '10', `http://${reviews.ip}:9080/`],
-    ]);
+    const r = await net!.exec(
+      sleep,
+      'setpriv',
+      [
+        ...[`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups'],
+        ...['curl', '-sS', '-m', '30', `http://${reviews.ip}:9080/`],
+      ],
+      45_000,
+    );
     assert.notEqual(r.code, 0, `plaintext request was answered: ${r.stdout}`);
     assert.equal(r.stdout, '');
     assert.ok((await natCount(net!, reviews, 'ISTIO_IN_REDIRECT')) > inBefore, 'inbound connection was captured');
@@ -223,21 +250,26 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
     fs.chownSync(files.key, PROXY_UID, PROXY_UID);
     // curl sends no SNI to an IP address, so no `server_names` chain matches; only the chain whose
     // `destination_port` is 9080 (the port the client dialled before the redirect to 15006) can accept it.
-    const r = await net!.exec(sleep, 'setpriv', [
-      ...[`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups'],
-      ...[
-        'curl',
-        '-sS',
-        '-m',
-        '10',
-        '-k',
-        '--cert',
-        files.cert,
-        '--key',
-        files.key,
-        `https://${reviews.ip}:9080/nosni`,
+    const r = await net!.exec(
+      sleep,
+      'setpriv',
+      [
+        ...[`--reuid=${PROXY_UID}`, `--regid=${PROXY_UID}`, '--clear-groups'],
+        ...[
+          'curl',
+          '-sS',
+          '-m',
+          '30',
+          '-k',
+          '--cert',
+          files.cert,
+          '--key',
+          files.key,
+          `https://${reviews.ip}:9080/nosni`,
+        ],
       ],
-    ]);
+      45_000,
+    );
     assert.equal(r.code, 0, `mTLS request failed: ${r.stderr}`);
     const body = JSON.parse(r.stdout) as { service: string; path: string; callerPrincipal: string | null };
     assert.equal(body.service, 'reviews');
