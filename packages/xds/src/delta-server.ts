@@ -112,9 +112,11 @@ export function handleDelta(ctx: ServerContext, call: DeltaCall): void {
         typeUrl,
         subscription: {
           wildcard: t.wildcard,
-          names: new Set(t.names),
-          known: known(t),
-          mustAnswer: new Set(t.mustAnswer),
+          // Handed over without copies: the stream changes these only while no watch is pending (a response is
+          // in flight) or right before replacing the watch.
+          names: t.names,
+          known: t.refused.size === 0 ? t.acked : known(t),
+          mustAnswer: t.mustAnswer,
           answerEmpty: t.answerEmpty,
         },
       },
