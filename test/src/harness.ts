@@ -72,6 +72,8 @@ export interface PodSpec {
   appPort?: number;
   /** certTtlSeconds is the certificate lifetime the sidecar requests (default: the CA's, 24 h). */
   certTtlSeconds?: number;
+  /** xdsProtocol is the sidecar's ADS variant (default State of the World). */
+  xdsProtocol?: 'sotw' | 'delta';
 }
 
 /** TestPod is a started pod: its sidecar, address and backend. */
@@ -178,6 +180,7 @@ export class LocalMesh {
       rootCertPem: this.rootCertPem(),
       token: this.istiod.tokens.mint({ namespace, serviceAccount: spec.serviceAccount }),
       ...(spec.certTtlSeconds !== undefined ? { certTtlSeconds: spec.certTtlSeconds } : {}),
+      ...(spec.xdsProtocol !== undefined ? { xdsProtocol: spec.xdsProtocol } : {}),
       adminPort: 15000,
       mtlsPort: 15006,
       log,

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { TypeUrl } from '@fedmesh/api/xds';
-import { AdsClient, type XdsNode } from '@fedmesh/xds';
+import { AdsClient, DeltaAdsClient, type TypeState, type XdsNode } from '@fedmesh/xds';
 import { AdminServer } from './admin.js';
 import { loadOriginalDst, redirectedDestination } from './capture/original-dst.js';
 import { CertManager, chainEndsAtPrimary, type WorkloadCertificate } from './cert-manager.js';
@@ -66,6 +66,11 @@ export interface SidecarOptions {
   initialCertificate?: WorkloadCertificate;
   /** onCertificate observes every certificate installed, the first included (the VM agent persists them). */
   onCertificate?: (cert: WorkloadCertificate) => void;
+  /**
+   * xdsProtocol picks the ADS variant: `sotw` (State of the World, the default) or `delta` (incremental:
+   * `DeltaAggregatedResources`, only changed resources and explicit removals are sent).
+   */
+  xdsProtocol?: 'sotw' | 'delta';
 }
 
 /** DEFAULT_DRAIN_DURATION_MS is Istio's default `terminationDrainDuration` (5 s). */
@@ -95,7 +100,7 @@ export class Sidecar {
   readonly clusterStats: ClusterStats;
   private readonly certs: CertManager;
   private readonly adsCerts = new MutableCertificateProvider();
-  private ads: AdsClient | undefined;
+  private ads: AdsClient | DeltaAdsClient | undefined;
   private admin: AdminServer | undefined;
   private rds = new Map<string, RouteTable>();
   private trustBundlePem: string;
@@ -201,7 +206,8 @@ export class Sidecar {
     this.admin = new AdminServer(this, this.opts.log.child({ scope: 'admin' }));
     await this.admin.listen(this.opts.ip, this.opts.adminPort);
     this.updateAdsCredentials();
-    this.ads = new AdsClient({
+    const Client = this.opts.xdsProtocol === 'delta' ? DeltaAdsClient : AdsClient;
+    this.ads = new Client({
       address: this.opts.discoveryAddress,
       // A certificate provider, so that ADS reconnects present the current certificate and trust the current bundle.
       credentials: grpc.experimental.createCertificateProviderChannelCredentials(this.adsCerts, this.adsCerts),
@@ -278,7 +284,7 @@ export class Sidecar {
   }
 
   /** adsState returns the xDS client's per-type state (for `/config_dump`). */
-  adsState(): ReturnType<AdsClient['state']> {
+  adsState(): TypeState[] {
     return this.ads?.state() ?? [];
   }
 
