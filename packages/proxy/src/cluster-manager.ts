@@ -21,6 +21,8 @@ import type { TlsMaterial } from './secrets.js';
 import { durationMs, type EnvoyCluster, type EnvoyClusterLoadAssignment } from './xds/envoy-schemas.js';
 import { networkGatewayField } from './gateway/endpoint-metadata.js';
 import { sidecarField } from './endpoint-tls-mode.js';
+import { createClusterH2Pool } from './upstream/h2-cluster.js';
+import type { H2ConnectionPool } from './upstream/h2-pool.js';
 
 /** Endpoint is one upstream host of a cluster, from its ClusterLoadAssignment. */
 export interface Endpoint extends SelectableHost {
@@ -57,6 +59,8 @@ export interface UpstreamCluster {
   active: Map<string, number>;
   /** pool is the connection pool settings from `HttpProtocolOptions` (0: unlimited). */
   pool: { maxRequestsPerConnection: number; idleTimeoutMs: number; maxConnectionDurationMs: number };
+  /** h2 is the multiplexed HTTP/2 pool when the cluster speaks HTTP/2 or negotiates it by ALPN (upstream/h2-cluster.ts). */
+  h2?: H2ConnectionPool;
 }
 
 /** ClusterManagerOptions configure how upstream connections are made. */
@@ -236,6 +240,7 @@ export class ClusterManager {
       const old = c.agent;
       c.agent = this.makeAgent(c);
       setTimeout(() => old.destroy(), 30_000).unref();
+      c.h2?.retire(); // open sessions finish their streams; new ones present the new certificate
     }
   }
 
@@ -368,12 +373,15 @@ export class ClusterManager {
       },
     };
     cluster.agent = this.makeAgent(cluster);
+    const h2 = createClusterH2Pool(cluster, () => this.tls, this.opts.onHandshake);
+    if (h2) cluster.h2 = h2;
     return cluster;
   }
 
   private retire(c: UpstreamCluster): void {
     c.outlier?.stop();
     c.agent.destroy();
+    c.h2?.close();
   }
 
   private refreshEndpoints(): void {

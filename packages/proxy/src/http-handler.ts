@@ -14,6 +14,8 @@ import { forward, type ForwardResult } from './router.js';
 import type { SocketAddress } from './capture/original-dst.js';
 import { routeForDestination } from './capture/route-by-destination.js';
 import { injectSpan, startSpan, type TraceContext } from './tracing.js';
+import { grpcStatusOf, isGrpcRequest, relayResponse } from './http2/relay.js';
+import { isHttp2Request } from './http2/h2-server.js';
 
 /** WorkloadInfo describes the proxy's own workload, for metric labels and access logs. */
 export interface WorkloadInfo {
@@ -172,7 +174,7 @@ class Exchange {
     this.peer = ctx.peerOf(req);
     this.view = {
       method: req.method ?? 'GET',
-      authority: req.headers.host ?? '',
+      authority: req.headers.host ?? headerString(req.headers[':authority']) ?? '',
       path: req.url ?? '/',
       scheme: 'http',
       headers: req.headers,
@@ -191,7 +193,7 @@ class Exchange {
     const { labels, ctx } = this;
     const self = ctx.self;
     labels.reporter = ctx.direction === 'outbound' ? 'source' : 'destination';
-    labels.request_protocol = 'http';
+    labels.request_protocol = isGrpcRequest(this.req.headers) ? 'grpc' : 'http';
     if (ctx.direction === 'outbound')
       Object.assign(labels, {
         source_workload: self.name,
@@ -236,7 +238,13 @@ class Exchange {
       req.resume();
     }
     if (!res.headersSent) {
-      res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), ...extra });
+      const headers: Record<string, string | number> = {
+        'content-type': 'text/plain',
+        'content-length': Buffer.byteLength(body),
+        ...extra,
+      };
+      if (isHttp2Request(req)) delete headers.connection; // connection-specific: HTTP/2 forbids it
+      res.writeHead(status, headers);
       res.end(body);
       this.responseBytes = Buffer.byteLength(body);
     } else res.destroy();
@@ -261,7 +269,7 @@ class Exchange {
       route_name: this.routeName,
       method: view.method,
       path: view.path,
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: req.httpVersion === '2.0' ? 'HTTP/2' : `HTTP/${req.httpVersion}`, // Envoy's %PROTOCOL%
       response_code: status,
       response_flags: flags,
       response_code_details: this.details,
@@ -369,7 +377,10 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
   }
 
   const headers: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+  // HTTP/2 pseudo-headers are not forwarded; `te` is, only as `trailers` (gRPC), as Envoy does.
+  for (const [k, v] of Object.entries(req.headers))
+    if (v !== undefined && !k.startsWith(':') && (!HOP_BY_HOP.has(k) || (k === 'te' && v === 'trailers')))
+      headers[k] = v;
   let upstreamPath = view.path;
   if (action.prefixRewrite)
     upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
@@ -470,7 +481,8 @@ function respond(
   if (x.upstream.upstreamPrincipal && x.ctx.direction === 'outbound')
     x.labels.destination_principal = x.upstream.upstreamPrincipal;
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(ures.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+  for (const [k, v] of Object.entries(ures.headers))
+    if (v !== undefined && !HOP_BY_HOP.has(k) && !k.startsWith(':')) out[k] = v;
   applyMutations(out, route.responseHeadersToAdd, route.responseHeadersToRemove);
   if (result.serviceTimeMs !== undefined)
     out['x-envoy-upstream-service-time'] = String(Math.round(result.serviceTimeMs));
@@ -480,9 +492,8 @@ function respond(
     out['set-cookie'] = cur === undefined ? [setCookie] : [...(Array.isArray(cur) ? cur : [cur]), setCookie];
   }
   const status = ures.statusCode ?? 502;
-  res.writeHead(status, out);
-  ures.on('data', (c: Buffer) => (x.responseBytes += c.length));
-  ures.pipe(res);
+  // Body, then trailers (gRPC status), then the end (http2/relay.ts).
+  relayResponse(res, status, out, ures, (n) => (x.responseBytes += n));
   // The route timeout (and per-try timeout) cover the response body too (Envoy's `timeout` spans until the
   // upstream response is complete): past it the stream is reset.
   const bodyTimer =
@@ -500,6 +511,7 @@ function respond(
       : undefined;
   ures.on('end', () => {
     clearTimeout(bodyTimer);
+    x.labels.grpc_response_status = grpcStatusOf(ures) ?? '';
     x.done(status);
   });
   ures.on('error', () => {

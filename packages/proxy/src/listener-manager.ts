@@ -17,6 +17,9 @@ import {
   usesOriginalDst,
 } from './capture/listener-destination.js';
 import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
+import { chainAlpn, createChainHttp2, hcmCodec } from './http2/chain-codecs.js';
+import { selectAlpn, serveHttpConnection } from './http2/dispatch.js';
+import { connectionSocket, type DownstreamHttp2 } from './http2/h2-server.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
 export interface ListenerLimits {
@@ -55,6 +58,11 @@ interface ChainRuntime {
   /** json is the chain's config as JSON, to reuse an unchanged chain's server across Listener updates. */
   json: string;
   http: http.Server;
+  /** h2 serves the chain's HTTP/2 connections (ALPN h2 or the h2c preface), `codec` is its HCM's `codec_type`. */
+  h2: DownstreamHttp2;
+  codec: 'AUTO' | 'HTTP1' | 'HTTP2';
+  /** alpn is what the chain offers over TLS (DownstreamTlsContext `alpn_protocols`, narrowed by `codec_type`). */
+  alpn: string[] | undefined;
 }
 
 /**
@@ -167,7 +175,11 @@ export class ListenerManager {
         cur.chains = this.buildChains(l, cur, old);
         cur.tls = l.config.filter_chains.some((c) => c.transport_socket);
         // A changed or removed chain drains: idle connections close, in-flight requests finish.
-        for (const c of old) if (!cur.chains.includes(c)) c.http.close();
+        for (const c of old)
+          if (!cur.chains.includes(c)) {
+            c.http.close();
+            c.h2.close();
+          }
         continue;
       }
       if (cur) this.stop(cur);
@@ -240,8 +252,8 @@ export class ListenerManager {
         direction,
         routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
         forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
-        peerOf: (req) => peers.get(req.socket),
-        destinationOf: (req) => destinationOf(req.socket),
+        peerOf: (req) => peers.get(connectionSocket(req)),
+        destinationOf: (req) => destinationOf(connectionSocket(req)),
         // Looked up per request: a policy update reaches connections opened before it.
         guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
       });
@@ -260,7 +272,13 @@ export class ListenerManager {
         onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction, chain: key }),
       );
       server.emit('listening');
-      return { chain, json, http: server };
+      const h2 = createChainHttp2(hcm, handler, {
+        headers: this.limits,
+        registry: this.deps.handlerContext.metrics.registry,
+        log: this.deps.log.child({ scope: 'http2', chain: key }),
+        draining: () => this.deps.handlerContext.drain?.draining ?? false,
+      });
+      return { chain, json, http: server, h2, codec: hcmCodec(hcm), alpn: chainAlpn(chain, hcm) };
     });
     entry.guards = guards;
     return runtimes;
@@ -316,6 +334,9 @@ export class ListenerManager {
       requestCert: true,
       rejectUnauthorized: true,
       handshakeTimeout: this.limits.handshakeTimeoutMs,
+      // ALPN per filter chain (by SNI): h2 or http/1.1 as the chain offers them (http2/dispatch.ts).
+      ALPNCallback: ({ servername, protocols }) =>
+        selectAlpn(entry.chains.find((c) => chainMatches(c.chain, servername, 'tls'))?.alpn, protocols),
     });
     server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
     server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
@@ -352,8 +373,7 @@ export class ListenerManager {
         );
         return void sock.destroy();
       }
-      chain.http.emit('connection', sock);
-      sock.resume();
+      serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
     });
   }
 
@@ -375,7 +395,7 @@ export class ListenerManager {
     const port = this.restore(entry, sock)?.port ?? sock.localPort;
     const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, undefined, 'raw_buffer'));
     if (!chain) return void sock.destroy();
-    chain.http.emit('connection', sock);
+    serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
   }
 
   private onTlsConnection(entry: ActiveListener, sock: tls.TLSSocket): void {
@@ -410,12 +430,15 @@ export class ListenerManager {
     }
     this.deps.onHandshake?.('inbound', 'ok');
     peers.set(sock, { principal: uri, certDer: cert.raw });
-    chain.http.emit('connection', sock);
+    serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
   }
 
   private stop(l: ActiveListener, destroy = false): void {
     l.server.close();
-    for (const c of l.chains) c.http.close();
+    for (const c of l.chains) {
+      c.http.close();
+      c.h2.close();
+    }
     if (destroy) for (const s of l.sockets) s.destroy();
     this.active.delete(l.name);
   }

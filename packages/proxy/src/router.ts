@@ -7,6 +7,7 @@ import { sendMirrors } from './mirror.js';
 import { retriableOutcome, retryBackoffMs, type AttemptOutcome } from './retry.js';
 import type { RouteEntry, VirtualHostEntry } from './route-table.js';
 import { sendAttempt, type AttemptResult } from './upstream.js';
+import type { UpstreamResponse } from './upstream/response.js';
 
 /** ForwardSpec is one routed request, ready to go upstream. */
 export interface ForwardSpec {
@@ -39,7 +40,7 @@ export interface LocalReply {
 
 /** ForwardResult is the upstream response to relay (or the local reply to send) and what the access log needs. */
 export interface ForwardResult {
-  res?: http.IncomingMessage;
+  res?: UpstreamResponse;
   local?: LocalReply;
   flags: string[];
   attempts: number;

@@ -5,6 +5,8 @@ import { TLSSocket } from 'node:tls';
 import { isPkiError } from '@fedmesh/pki';
 import type { ClusterManager, Endpoint, UpstreamCluster } from './cluster-manager.js';
 import type { AttemptFailure, AttemptOutcome } from './retry.js';
+import { sendH2Attempt } from './upstream/h2-attempt.js';
+import type { UpstreamResponse } from './upstream/response.js';
 
 /** UpstreamRequestSpec is what one upstream attempt sends. */
 export interface UpstreamRequestSpec {
@@ -21,7 +23,7 @@ export interface UpstreamRequestSpec {
 /** AttemptResult is one attempt's outcome, with the response to forward when there is one. */
 export interface AttemptResult {
   outcome: AttemptOutcome;
-  res?: http.IncomingMessage;
+  res?: UpstreamResponse;
   /** upstreamPrincipal is the SPIFFE ID of the upstream peer proxy (mTLS clusters). */
   upstreamPrincipal?: string;
   /** upstreamLocalAddress is the local `ip:port` of the upstream connection. */
@@ -67,8 +69,28 @@ function isConnectError(err: NodeJS.ErrnoException): boolean {
  * and the outlier detector hears the result (status, or local-origin event). `onEnd` runs once when the attempt
  * is over: on failure at once, else when the response ends or is destroyed. When `signal` aborts (the
  * downstream went away) the attempt is cancelled as a reset that the outlier detector does not hear about.
+ * Clusters with an HTTP/2 pool (`cluster.h2`: explicit HTTP/2, or ALPN-negotiated) send over a multiplexed
+ * session; a host that negotiated `http/1.1` and every other cluster use the HTTP/1.1 keep-alive pool.
  */
 export function sendAttempt(
+  manager: ClusterManager,
+  cluster: UpstreamCluster,
+  ep: Endpoint,
+  spec: UpstreamRequestSpec,
+  timeoutMs: number,
+  timeoutKind: 'per-try-timeout' | 'timeout',
+  onEnd: () => void,
+  signal?: AbortSignal,
+): Promise<AttemptResult> {
+  const http1 = (): Promise<AttemptResult> =>
+    sendHttp1Attempt(manager, cluster, ep, spec, timeoutMs, timeoutKind, onEnd, signal);
+  // HTTP/2 and ALPN-negotiated clusters go through the multiplexed pool (upstream/h2-pool.ts).
+  if (cluster.h2)
+    return sendH2Attempt(manager, cluster, cluster.h2, ep, spec, timeoutMs, timeoutKind, onEnd, signal, http1);
+  return http1();
+}
+
+function sendHttp1Attempt(
   manager: ClusterManager,
   cluster: UpstreamCluster,
   ep: Endpoint,

@@ -112,7 +112,7 @@ test('access log lines carry Istio’s JSON fields with the right types on both 
     assert.ok(!Number.isNaN(Date.parse(l.start_time)));
     assert.equal(l.method, 'GET');
     assert.equal(l.path, '/t?q=1');
-    assert.equal(l.protocol, 'HTTP/1.1');
+    assert.equal(l.protocol, l === out ? 'HTTP/1.1' : 'HTTP/2', 'the app speaks HTTP/1.1; the sidecars, HTTP/2');
     assert.equal(l.response_code, 200);
     assert.equal(l.response_flags, '-');
     assert.equal(l.response_code_details, 'via_upstream');

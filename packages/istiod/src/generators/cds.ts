@@ -15,6 +15,7 @@ import {
 } from './common.js';
 import { applyLoadBalancer, applyOutlierDetection, circuitBreakers, httpProtocolOptions } from './traffic-policy.js';
 import { autoMtlsToServers } from './authn.js';
+import { applyUpstreamProtocol, inboundCodecProtocol } from './upstream-protocol.js';
 
 /** effectivePolicy merges a DestinationRule's traffic policies for one subset and port: subset over port-level over top level (Istio's `MergeTrafficPolicy`). */
 export function effectivePolicy(
@@ -85,11 +86,11 @@ function outboundCluster(
             },
             validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: ADS_SOURCE },
           },
-          alpn_protocols: ['istio', 'http/1.1'],
         },
       },
     };
   }
+  applyUpstreamProtocol(cluster, port.protocol, policy); // codec and ALPN (docs/adr/0014)
   return cluster;
 }
 
@@ -131,26 +132,27 @@ export function generateOutboundClusters(
 /** generateInboundClusters is the inbound half of {@link generateClusters}: `inbound|<port>||` to the proxy's own workload. */
 export function generateInboundClusters(push: PushContext, proxy: ProxyModel): GeneratedResource[] {
   const out: GeneratedResource[] = [];
-  for (const [targetPort] of inboundPorts(push, proxy)) {
+  for (const [targetPort, refs] of inboundPorts(push, proxy)) {
     const name = inboundClusterName(targetPort);
-    out.push(
-      toResource(TypeUrl.Cluster, name, {
-        name,
-        type: 'STATIC',
-        connect_timeout: durationToProto(10_000),
-        circuit_breakers: circuitBreakers({}),
-        load_assignment: {
-          cluster_name: name,
-          endpoints: [
-            {
-              lb_endpoints: [
-                { endpoint: { address: { socket_address: { address: proxy.ip, port_value: targetPort } } } },
-              ],
-            },
-          ],
-        },
-      }),
-    );
+    const cluster: Record<string, unknown> = {
+      name,
+      type: 'STATIC',
+      connect_timeout: durationToProto(10_000),
+      circuit_breakers: circuitBreakers({}),
+      load_assignment: {
+        cluster_name: name,
+        endpoints: [
+          {
+            lb_endpoints: [
+              { endpoint: { address: { socket_address: { address: proxy.ip, port_value: targetPort } } } },
+            ],
+          },
+        ],
+      },
+    };
+    // h2c to an app whose port is http2/grpc (upstream-protocol.ts)
+    applyUpstreamProtocol(cluster, inboundCodecProtocol(refs.map((r) => r.port.protocol)), {});
+    out.push(toResource(TypeUrl.Cluster, name, cluster));
   }
   return out;
 }

@@ -21,6 +21,7 @@ import { buildRbacFilters, policiesForWorkload } from './authz.js';
 import { inboundPorts } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { domainsFor } from './rds.js';
+import { ALPN_INBOUND_HTTP } from './upstream-protocol.js';
 
 /** INBOUND_LISTENER_PORT is where a sidecar accepts peers in explicit mode (Istio's 15006). */
 export const INBOUND_LISTENER_PORT = 15006;
@@ -96,7 +97,7 @@ function tlsTransportSocket(): object {
           },
           validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: ADS_SOURCE },
         },
-        alpn_protocols: ['istio', 'http/1.1'],
+        alpn_protocols: [...ALPN_INBOUND_HTTP],
       },
     },
   };

@@ -123,10 +123,9 @@ export function httpProtocolOptions(policy: Policy, name: string, warnings: stri
   const tcp = policy.connectionPool?.tcp;
   const http = policy.connectionPool?.http;
   if (tcp?.tcpKeepalive) warnings.push(`${name}: connectionPool.tcp.tcpKeepalive is not supported; ignored`);
-  if (http?.h2UpgradePolicy === 'UPGRADE' || http?.useClientProtocol || http?.maxConcurrentStreams)
-    warnings.push(
-      `${name}: HTTP/2 upstream settings (h2UpgradePolicy, useClientProtocol, maxConcurrentStreams) are not supported; ignored`,
-    );
+  // h2UpgradePolicy and maxConcurrentStreams are applied by upstream-protocol.ts.
+  if (http?.useClientProtocol)
+    warnings.push(`${name}: connectionPool.http.useClientProtocol is not supported; ignored`);
   const common: Record<string, unknown> = {};
   if (http?.maxRequestsPerConnection) common.max_requests_per_connection = { value: http.maxRequestsPerConnection };
   if (http?.idleTimeout) common.idle_timeout = durationToProto(parseDurationMs(http.idleTimeout));

@@ -316,6 +316,20 @@ const faultFilter = z.strictObject({
 /** RbacFilterSchema is an `envoy.filters.http.rbac` entry of `http_filters` (see `rbac-schemas.ts`). */
 export const RbacFilterSchema = createRbacSchemas(StringMatcherSchema).filter;
 
+/**
+ * Http2ProtocolOptionsSchema is `config.core.v3.Http2ProtocolOptions`: `max_concurrent_streams` (1..2^31 − 1) and
+ * the initial stream and connection windows (64 KiB .. 2^31 − 1 bytes), as Envoy bounds them.
+ */
+export const Http2ProtocolOptionsSchema = z.strictObject({
+  max_concurrent_streams: z.strictObject({ value: z.number().int().min(1).max(2147483647).optional() }).optional(),
+  initial_stream_window_size: z
+    .strictObject({ value: z.number().int().min(65535).max(2147483647).optional() })
+    .optional(),
+  initial_connection_window_size: z
+    .strictObject({ value: z.number().int().min(65535).max(2147483647).optional() })
+    .optional(),
+});
+
 /** HttpConnectionManagerSchema is `extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`. */
 export const HttpConnectionManagerSchema = z
   .strictObject({
@@ -356,6 +370,18 @@ export const HttpConnectionManagerSchema = z
       ])
       .optional(),
     strip_trailing_host_dot: z.boolean().optional(),
+    // Downstream HTTP/2 settings (SETTINGS_MAX_CONCURRENT_STREAMS, windows), and WebSocket upgrades.
+    http2_protocol_options: Http2ProtocolOptionsSchema.optional(),
+    upgrade_configs: z
+      .array(
+        z.strictObject({
+          upgrade_type: z
+            .string()
+            .refine((t) => t.toLowerCase() === 'websocket', 'only websocket upgrades are implemented'),
+          enabled: wrappedBool.optional(),
+        }),
+      )
+      .optional(),
   })
   .refine(
     (h) => (h.rds === undefined) !== (h.route_config === undefined),
@@ -490,18 +516,43 @@ export type EnvoyOutlierDetection = z.infer<typeof OutlierDetectionSchema>;
 
 const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 
-/** HttpProtocolOptionsSchema is `extensions.upstreams.http.v3.HttpProtocolOptions` for HTTP/1.1 upstreams. */
-export const HttpProtocolOptionsSchema = z.strictObject({
-  '@type': z.literal(`type.googleapis.com/${HTTP_PROTOCOL_OPTIONS}`),
-  common_http_protocol_options: z
-    .strictObject({
-      idle_timeout: DurationSchema.optional(),
-      max_connection_duration: DurationSchema.optional(),
-      max_requests_per_connection: wrappedU32.optional(),
-    })
-    .optional(),
-  explicit_http_config: z.strictObject({ http_protocol_options: z.strictObject({}) }),
+const httpCodecs = z.strictObject({
+  http_protocol_options: z.strictObject({}).optional(),
+  http2_protocol_options: Http2ProtocolOptionsSchema.optional(),
 });
+
+/**
+ * HttpProtocolOptionsSchema is `extensions.upstreams.http.v3.HttpProtocolOptions`: exactly one of
+ * `explicit_http_config` (HTTP/1.1 or HTTP/2, exactly one) and `auto_config` (ALPN picks h2 or http/1.1 over
+ * TLS; both must be given, as Envoy requires). `use_downstream_protocol_config` is not implemented.
+ */
+export const HttpProtocolOptionsSchema = z
+  .strictObject({
+    '@type': z.literal(`type.googleapis.com/${HTTP_PROTOCOL_OPTIONS}`),
+    common_http_protocol_options: z
+      .strictObject({
+        idle_timeout: DurationSchema.optional(),
+        max_connection_duration: DurationSchema.optional(),
+        max_requests_per_connection: wrappedU32.optional(),
+      })
+      .optional(),
+    explicit_http_config: httpCodecs
+      .refine(
+        (c) => (c.http_protocol_options === undefined) !== (c.http2_protocol_options === undefined),
+        'exactly one of http_protocol_options, http2_protocol_options must be set',
+      )
+      .optional(),
+    auto_config: httpCodecs
+      .refine(
+        (c) => c.http_protocol_options !== undefined && c.http2_protocol_options !== undefined,
+        'auto_config needs http_protocol_options and http2_protocol_options',
+      )
+      .optional(),
+  })
+  .refine(
+    (o) => (o.explicit_http_config === undefined) !== (o.auto_config === undefined),
+    'exactly one of explicit_http_config, auto_config must be set',
+  );
 
 function isPrime(n: number): boolean {
   if (!Number.isInteger(n) || n < 2) return false;
