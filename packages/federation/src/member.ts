@@ -118,6 +118,8 @@ export class FederationMember extends EventEmitter {
   private lastOwnEchoAt = 0;
   /** committedSeq is the highest of our sequence numbers whose change is in etcd (see {@link Heartbeat.committed}). */
   private committedSeq = 0;
+  /** transportRecoveredAt is when our own beats came back after stopping; peers' silence is counted from here. */
+  private transportRecoveredAt = 0;
   private closed = false;
   private readonly exportedSeq = new Map<string, number>();
   /** desired is the last state {@link FederationMember.export} was asked to publish; syncing serializes writes. */
@@ -447,7 +449,11 @@ export class FederationMember extends EventEmitter {
       return;
     }
     if (hb.cluster === this.opts.cluster) {
-      this.lastOwnEchoAt = Date.now();
+      const now = Date.now();
+      // Our own beats stopped coming back (transport or this process stalled) and now do again: silence before this
+      // moment says nothing about peers, whose beats may still be on their way.
+      if (now - this.lastOwnEchoAt > Math.max(2 * this.hbMs, 250)) this.transportRecoveredAt = now;
+      this.lastOwnEchoAt = now;
       return;
     }
     const p = this.peerState(hb.cluster);
@@ -510,7 +516,9 @@ export class FederationMember extends EventEmitter {
     const natsOk = this.transportHealthy();
     for (const [name, p] of this.peers) {
       if (!p.live || now - p.lastBeatAt <= this.withdrawMs) continue;
-      // A peer is withdrawn when it is silent on a working transport, or silent and its lease is gone.
+      // A peer is withdrawn when it is silent on a working transport (silence counted only while the transport
+      // worked), or silent and its lease is gone.
+      if (natsOk && now - this.transportRecoveredAt <= this.withdrawMs) continue;
       if (natsOk) this.withdraw(name, p, 'missed heartbeats');
       else if (!p.record) this.withdraw(name, p, 'lease expired and no heartbeats');
     }
