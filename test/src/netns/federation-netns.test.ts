@@ -32,12 +32,13 @@ interface Cluster {
 }
 
 const topo = new Topology();
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fedmesh-netns-'));
+// The temp dir is made in before() (a skipped suite leaves nothing behind) and removed in after().
+let tmp = '';
 const procs: Proc[] = [];
 let etcd: Proc;
 let nats: Proc;
-const east: Cluster = { net: topo.east, dir: path.join(tmp, 'east'), subnet: '127.0.20' };
-const west: Cluster = { net: topo.west, dir: path.join(tmp, 'west'), subnet: '127.0.30' };
+const east: Cluster = { net: topo.east, dir: '', subnet: '127.0.20' };
+const west: Cluster = { net: topo.west, dir: '', subnet: '127.0.30' };
 const figures: string[] = [];
 
 function figure(line: string): void {
@@ -178,6 +179,9 @@ describe(
   { skip: unavailable ?? false },
   () => {
     before(async () => {
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fedmesh-netns-'));
+      east.dir = path.join(tmp, 'east');
+      west.dir = path.join(tmp, 'west');
       await topo.create(GATEWAY_PORT);
       await startInfra();
       await startCluster(east, true);
@@ -222,8 +226,8 @@ describe(
       await topo.destroy();
       // FEDMESH_NETNS_LOGS=DIR keeps the processes' logs for debugging (off by default: the temp dir is removed).
       const keep = process.env.FEDMESH_NETNS_LOGS;
-      if (keep) fs.cpSync(tmp, keep, { recursive: true, filter: (f) => !f.includes(`${path.sep}etcd`) });
-      fs.rmSync(tmp, { recursive: true, force: true });
+      if (keep && tmp) fs.cpSync(tmp, keep, { recursive: true, filter: (f) => !f.includes(`${path.sep}etcd`) });
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
       if (figures.length > 0) console.log(`# netns figures:\n${figures.map((f) => `#   ${f}`).join('\n')}`);
     });
 
