@@ -13,6 +13,7 @@ import {
   toResource,
   type GeneratedResource,
 } from './common.js';
+import { explicitFailover } from './locality.js';
 import { applyLoadBalancer, applyOutlierDetection, circuitBreakers, httpProtocolOptions } from './traffic-policy.js';
 import { autoMtlsToServers } from './authn.js';
 import { applyUpstreamProtocol, inboundCodecProtocol } from './upstream-protocol.js';
@@ -57,7 +58,7 @@ function outboundCluster(
       policy.connectionPool?.tcp?.connectTimeout ? parseDurationMs(policy.connectionPool.tcp.connectTimeout) : 10_000,
     ),
   };
-  applyLoadBalancer(cluster, policy, name, warnings);
+  applyLoadBalancer(cluster, policy, name, warnings, explicitFailover(dr));
   cluster.circuit_breakers = circuitBreakers(policy);
   const protocolOptions = httpProtocolOptions(policy, name, warnings);
   if (protocolOptions) cluster.typed_extension_protocol_options = protocolOptions;

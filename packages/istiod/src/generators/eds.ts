@@ -5,7 +5,13 @@ import type { PushContext } from '../push-context.js';
 import { effectivePolicy } from './cds.js';
 import { matchesLabels, subsetLabels, toResource, type GeneratedResource } from './common.js';
 import { withNetworkGateways } from './network-gateway.js';
-import { applyLocalityLb, effectiveLocalitySetting, groupByLocality, type LocalityGroup } from './locality.js';
+import {
+  applyLocalityLb,
+  effectiveLocalitySetting,
+  explicitFailover,
+  groupByLocality,
+  type LocalityGroup,
+} from './locality.js';
 
 function lbEndpoint(i: ServiceInstance): object {
   return {
@@ -67,7 +73,8 @@ export function buildLoadAssignment(
  * (the base cluster and each DestinationRule subset, whose endpoints are those carrying the subset's labels).
  * Locality load balancing follows the cluster's effective DestinationRule policy, relative to the proxy's own
  * locality: `localityLbSetting.distribute` sets locality weights; with `outlierDetection`, endpoints get
- * failover priorities (`failover`, `failoverPriority`, or by default same zone, then region, then elsewhere).
+ * failover priorities (`failover`, `failoverPriority`, or by default same zone, then region, then elsewhere), and
+ * so do DestinationRules in the explicit failover mode (`networking.fedmesh.io/failover-mode: explicit`).
  */
 export function generateEndpoints(push: PushContext, proxy: ProxyModel): GeneratedResource[] {
   const out: GeneratedResource[] = [];
@@ -82,7 +89,7 @@ export function generateEndpoints(push: PushContext, proxy: ProxyModel): Generat
         const policy = effectivePolicy(dr?.spec.trafficPolicy, subsetPolicy, port.port);
         const instances = all.filter((i) => matchesLabels(labels, i.endpoint.labels));
         const setting = effectiveLocalitySetting(policy.loadBalancer?.localityLbSetting);
-        const groups = applyLocalityLb(instances, proxy, setting, policy.outlierDetection);
+        const groups = applyLocalityLb(instances, proxy, setting, policy.outlierDetection, explicitFailover(dr));
         out.push(toResource(TypeUrl.ClusterLoadAssignment, name, buildLoadAssignment(name, instances, groups)));
       }
     }

@@ -165,7 +165,12 @@ export function applyFailover(
   const keys = setting.failoverPriority ?? [];
   const failover = setting.failover ?? [];
   const useLocality = keys.length === 0 || failover.length > 0;
-  const proxyLabels = withTopology(proxy.labels, proxy.locality);
+  const proxyLabels = withTopology(
+    proxy.labels,
+    proxy.locality,
+    proxy.labels['topology.istio.io/network'],
+    proxy.clusterId,
+  );
   const split = new Map<string, LocalityGroup & { level: [number, number] }>();
   for (const g of groups) {
     const loc = useLocality ? failoverLevel(g.locality, proxy.locality, failover) : 0;
@@ -205,16 +210,34 @@ export function effectiveLocalitySetting(
 /**
  * localityLbApplies reports what locality load balancing does for a cluster (Istio's `ApplyLocalityLoadBalancer`):
  * `distribute` when the setting has distribute rules; `failover` when the cluster has outlier detection (without
- * it Envoy would never fail over); otherwise nothing.
+ * it Envoy would never fail over), or when the DestinationRule asks for fedmesh's explicit failover mode
+ * ({@link FAILOVER_MODE_ANNOTATION} `explicit`), which applies failover priorities without outlier detection and
+ * moves traffic on endpoint health (readiness, cluster liveness) and connection failures alone; otherwise nothing.
  */
 export function localityLbApplies(
   setting: LocalityLoadBalancerSetting | undefined,
   outlier: OutlierDetection | undefined,
+  explicitFailover = false,
 ): 'distribute' | 'failover' | undefined {
-  if (!setting) return undefined;
+  if (!setting) return explicitFailover ? 'failover' : undefined;
   if (setting.distribute && setting.distribute.length > 0) return 'distribute';
-  if (outlier) return 'failover';
+  if (outlier || explicitFailover) return 'failover';
   return undefined;
+}
+
+/**
+ * FAILOVER_MODE_ANNOTATION on a DestinationRule set to `explicit` turns on failover priorities without outlier
+ * detection (Istio couples the two, istio/istio#48084): endpoints in the proxy's own locality (or matching its
+ * `failoverPriority` labels, e.g. `topology.istio.io/cluster`) get priority 0 and the rest follow, so traffic moves
+ * only when the preferred endpoints are unhealthy or gone.
+ */
+export const FAILOVER_MODE_ANNOTATION = 'networking.fedmesh.io/failover-mode';
+
+/** explicitFailover reports whether a DestinationRule asks for the explicit failover mode. */
+export function explicitFailover(
+  dr: { metadata: { annotations?: Record<string, string> | undefined } } | undefined,
+): boolean {
+  return dr?.metadata.annotations?.[FAILOVER_MODE_ANNOTATION] === 'explicit';
 }
 
 /**
@@ -226,9 +249,10 @@ export function applyLocalityLb(
   proxy: ProxyModel,
   setting: LocalityLoadBalancerSetting | undefined,
   outlier: OutlierDetection | undefined,
+  explicit = false,
 ): LocalityGroup[] {
   const groups = groupByLocality(instances);
-  switch (localityLbApplies(setting, outlier)) {
+  switch (localityLbApplies(setting, outlier, explicit)) {
     case 'distribute':
       return applyDistribute(groups, proxy.locality, setting?.distribute ?? []);
     case 'failover':

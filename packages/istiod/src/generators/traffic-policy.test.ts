@@ -299,6 +299,57 @@ loadBalancer: { localityLbSetting: { failoverPriority: [tier, topology.kubernete
     });
   });
 
+  it('explicit failover mode: failoverPriority applies without outlierDetection (networking.fedmesh.io/failover-mode)', () => {
+    const explicit = `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+  namespace: default
+  annotations: { networking.fedmesh.io/failover-mode: explicit }
+spec:
+  host: svc
+  trafficPolicy:
+    loadBalancer: { localityLbSetting: { failoverPriority: [tier, topology.kubernetes.io/region] } }
+`;
+    const p = priorities(push(explicit));
+    assert.deepEqual(Object.fromEntries(Object.entries(p).map(([k, v]) => [k, v.priority])), {
+      '11': 0,
+      '12': 0,
+      '13': 1,
+      '14': 2,
+    });
+    const c = cluster(push(explicit));
+    assert.deepEqual((c.common_lb_config as { locality_weighted_lb_config?: object }).locality_weighted_lb_config, {});
+  });
+
+  it("failoverPriority on topology.istio.io/cluster prefers endpoints of the proxy's own cluster", () => {
+    const explicit = `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+  namespace: default
+  annotations: { networking.fedmesh.io/failover-mode: explicit }
+spec:
+  host: svc
+  trafficPolicy:
+    loadBalancer: { localityLbSetting: { failoverPriority: [topology.istio.io/cluster] } }
+`;
+    const p = priorities(push(explicit));
+    assert.deepEqual(
+      Object.values(p).map((x) => x.priority),
+      [0, 0, 0, 0],
+      "all local endpoints share the proxy's cluster",
+    );
+    const other = priorities(push(explicit), { ...CLIENT, clusterId: 'elsewhere' });
+    assert.deepEqual(
+      Object.values(other).map((x) => x.priority),
+      [0, 0, 0, 0],
+      'a single level stays priority 0',
+    );
+  });
+
   it('distribute sets locality weights and leaves out localities it does not name', () => {
     const p = priorities(
       push(

@@ -44,6 +44,7 @@ export function applyLoadBalancer(
   policy: Policy,
   name: string,
   warnings: string[],
+  explicitFailover = false,
 ): void {
   const lb = policy.loadBalancer;
   if (lb?.simple === 'PASSTHROUGH')
@@ -72,7 +73,11 @@ export function applyLoadBalancer(
   }
   if (lb?.warmup || lb?.warmupDurationSecs)
     warnings.push(`${name}: loadBalancer warmup (slow start) is not supported; ignored`);
-  const locality = localityLbApplies(effectiveLocalitySetting(lb?.localityLbSetting), policy.outlierDetection);
+  const locality = localityLbApplies(
+    effectiveLocalitySetting(lb?.localityLbSetting),
+    policy.outlierDetection,
+    explicitFailover,
+  );
   if (locality) commonLbConfig(cluster).locality_weighted_lb_config = {};
 }
 
