@@ -27,6 +27,9 @@ export interface VmAgentOptions {
   superviseMs?: number;
 }
 
+/** INBOUND_WAIT_MS bounds how long READY=1 waits for the inbound listener after the first configuration (10 s). */
+export const INBOUND_WAIT_MS = 10_000;
+
 /** ISTIOD_SERVER_NAME is the name istiod's serving certificate is checked for (as the proxy does). */
 export const ISTIOD_SERVER_NAME = 'istiod.istio-system.svc';
 
@@ -71,7 +74,8 @@ function podNameOf(hostname: string): string {
  *    key is made here and whose first CSR is authenticated by the persisted certificate when one is still valid
  *    (renewal, no token) or else by the bootstrap token; each certificate installed is persisted ({@link CertStore});
  *    a persisted certificate istiod refuses is dropped for the token; istiod unreachable is retried with back-off;
- * 3. sends `READY=1` once the certificate is persisted and the first Listeners and Clusters are accepted and bound;
+ * 3. sends `READY=1` once the certificate is persisted and the first Listeners and Clusters are accepted and bound
+ *    (and the inbound listener, which follows the auto-registration, is bound; at most {@link INBOUND_WAIT_MS} more);
  * 4. runs the WorkloadGroup's readiness probe ({@link Prober}) and reports each change to istiod
  *    ({@link HealthReporter});
  * 5. supervises the proxy: its admin listener must answer; after 3 failed checks the proxy is rebuilt with the
@@ -246,6 +250,17 @@ export class VmAgent {
         waited += 50;
         this.lastAlive = Date.now();
         if (waited % 10_000 === 0) log.info({ waitedMs: waited }, 'still waiting for the first configuration');
+      }
+      // The inbound listener appears once istiod has registered this VM's WorkloadEntry (a second push): wait for it
+      // (bounded: no Service may select the VM yet), so that peers find it listening when they get its endpoint.
+      if (boot.env.inboundPorts.length > 0) {
+        const deadline = Date.now() + INBOUND_WAIT_MS;
+        while (!sidecar.listeners.names().includes('virtualInbound') && Date.now() < deadline && !signal.aborted) {
+          await sleep(50, signal);
+          this.lastAlive = Date.now();
+        }
+        if (!sidecar.listeners.names().includes('virtualInbound'))
+          log.warn({ waitedMs: INBOUND_WAIT_MS }, 'no inbound listener yet: does a Service select this WorkloadGroup?');
       }
       if (signal.aborted) {
         await sidecar.stop();

@@ -21,13 +21,21 @@ export interface RunResult {
   stderr: string;
 }
 
-/** run executes a command (no shell) with a timeout; resolves its exit code and output, never rejects. */
-export function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+/**
+ * run executes a command (no shell) with a timeout (and an optional abort signal, which kills it); resolves its exit
+ * code and output, never rejects.
+ */
+export function run(cmd: string, args: string[], timeoutMs = 30_000, signal?: AbortSignal): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(
       cmd,
       args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 8 * 1024 * 1024 },
+      {
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+        maxBuffer: 8 * 1024 * 1024,
+        ...(signal !== undefined ? { signal } : {}),
+      },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         resolve({ code, stdout, stderr: err && typeof err.code !== 'number' ? `${stderr}${err.message}` : stderr });
@@ -37,8 +45,8 @@ export function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<Ru
 }
 
 /** must runs a command and throws with its output when it fails. */
-export async function must(cmd: string, args: string[], timeoutMs = 30_000): Promise<string> {
-  const r = await run(cmd, args, timeoutMs);
+export async function must(cmd: string, args: string[], timeoutMs = 30_000, signal?: AbortSignal): Promise<string> {
+  const r = await run(cmd, args, timeoutMs, signal);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
   return r.stdout;
 }
@@ -65,34 +73,45 @@ export async function poll<T>(
 }
 
 /**
- * HostLock serializes runs of this test on one machine (they share dpkg's database, /etc and the cgroup root):
- * `mkdir` of a lock directory holding the owner's PID; a lock whose owner is gone is taken over.
+ * HostLock serializes runs of this test on one machine (they share dpkg's database, /etc and the cgroup root): a lock
+ * directory holding the owner's PID, made whole under a temporary name and renamed into place (so it never exists
+ * without its PID); a lock whose owner is gone is taken over.
  */
 export class HostLock {
   private constructor(private readonly dir: string) {}
 
-  /** acquire waits up to `timeoutMs` for the lock. */
-  static async acquire(dir: string, timeoutMs: number): Promise<HostLock> {
+  /** acquire waits up to `timeoutMs` for the lock (or until `signal` aborts: then it throws). */
+  static async acquire(dir: string, timeoutMs: number, signal?: AbortSignal): Promise<HostLock> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      signal?.throwIfAborted();
+      const tmp = `${dir}.${process.pid}.${Date.now()}`;
+      fs.mkdirSync(tmp);
+      fs.writeFileSync(path.join(tmp, 'pid'), String(process.pid));
       try {
-        fs.mkdirSync(dir);
-        fs.writeFileSync(path.join(dir, 'pid'), String(process.pid));
+        fs.renameSync(tmp, dir);
         return new HostLock(dir);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const owner = Number(fs.readFileSync(path.join(dir, 'pid'), { encoding: 'utf8', flag: 'a+' }) || '0');
-        let alive = false;
-        try {
-          if (owner > 0) process.kill(owner, 0);
-          alive = owner > 0;
-        } catch {
-          alive = false;
-        }
-        if (!alive) fs.rmSync(dir, { recursive: true, force: true });
-        else if (Date.now() > deadline) throw new Error(`${dir} held by pid ${owner} for ${timeoutMs} ms`);
-        else await sleep(500);
+        fs.rmSync(tmp, { recursive: true, force: true });
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw err;
       }
+      let owner = 0;
+      try {
+        owner = Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8'));
+      } catch {
+        continue; // released meanwhile
+      }
+      let alive = false;
+      try {
+        process.kill(owner, 0);
+        alive = owner > 0;
+      } catch {
+        alive = false;
+      }
+      if (!alive) fs.rmSync(dir, { recursive: true, force: true });
+      else if (Date.now() > deadline) throw new Error(`${dir} held by pid ${owner} for ${timeoutMs} ms`);
+      else await sleep(500);
     }
   }
 
@@ -100,6 +119,75 @@ export class HostLock {
   release(): void {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * sweepLeftovers removes what a run of this test killed before its cleanup (a SIGKILLed runner) left behind: VMs
+ * (systemd with `--unit=<target>`) and mesh runners (`mesh-node.ts`), `fm-mesh-*` network namespaces, the cgroups
+ * those VMs made (empty top-level `*.slice`, `*.scope`, `*.mount`, …), a dangling /dev/log, the package and its user. Call it only while
+ * holding the {@link HostLock}: then no live run owns any of these. Returns what it removed.
+ */
+export async function sweepLeftovers(target: string, pkg: string, user: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    let cmdline = '';
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    } catch {
+      continue;
+    }
+    const vmInit = cmdline.includes('systemd --system') && cmdline.includes(`--unit=${target}`);
+    const runner = cmdline.includes('test/src/vm/mesh-node.ts');
+    if (!vmInit && !runner) continue;
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+      removed.push(`${vmInit ? 'VM' : 'mesh runner'} pid ${pid}`);
+    } catch {
+      // gone
+    }
+  }
+  for (const ns of (await run('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0] ?? '')) {
+    if (!ns.startsWith('fm-mesh-')) continue;
+    await run('ip', ['netns', 'del', ns]);
+    removed.push(`netns ${ns}`);
+  }
+  if (removed.some((r) => r.startsWith('VM'))) {
+    await sleep(500);
+    const stale = [...cgroupDirs()]
+      .filter((d) => /\.(slice|scope|mount|service|socket|swap)$/.test(d.split('/')[5] ?? ''))
+      .sort((a, b) => b.length - a.length);
+    for (const d of stale) {
+      try {
+        fs.rmdirSync(d);
+        removed.push(d);
+      } catch {
+        // not empty, or not ours
+      }
+    }
+  }
+  // journald in a VM links /dev/log (the shared /dev) to its socket in the VM's /run: dangling on the host.
+  try {
+    if (fs.readlinkSync('/dev/log') === '/run/systemd/journal/dev-log' && !fs.existsSync('/dev/log')) {
+      fs.rmSync('/dev/log');
+      removed.push('/dev/log');
+    }
+  } catch {
+    // no /dev/log, or not a symlink
+  }
+  const status = (await run('dpkg-query', ['-W', '-f=${db:Status-Abbrev}', pkg])).stdout.trim();
+  if (status !== '' && status !== 'un') {
+    await must('dpkg', ['--purge', pkg], 120_000);
+    removed.push(`package ${pkg}`);
+  }
+  if ((await run('getent', ['passwd', user])).code === 0) {
+    await run('userdel', [user]);
+    removed.push(`user ${user}`);
+  }
+  if ((await run('getent', ['group', user])).code === 0) {
+    await run('groupdel', [user]);
+    removed.push(`group ${user}`);
+  }
+  return removed;
 }
 
 /** MeshNamespace is a network namespace the test made (`ip netns add`), removed with every device in it. */
