@@ -2,7 +2,7 @@ import type { ResourceEntry } from '@fedmesh/xds';
 import type { ProxyModel } from './model/proxy.js';
 import type { PushContext } from './push-context.js';
 import { PushMemo, type MemoizableGenerator } from './push-memo.js';
-import { PushDiff, ReadLog, trackPush } from './push-reads.js';
+import { PushDiff, ReadLog, trackPush, type ReadSet } from './push-reads.js';
 
 /** Generated is one proxy's last output of one generator and what it was made from. */
 interface Generated {
@@ -10,8 +10,8 @@ interface Generated {
   /** proxyJson is the proxy model as it was then (a model changed in place is not trusted). */
   proxyJson: string;
   basedOn: PushContext;
-  /** reads are the keys of the push reads the output was made from. */
-  reads: readonly string[];
+  /** reads are the push reads the output was made from. */
+  reads: ReadSet;
   resources: ResourceEntry[];
   warnings: string[];
 }
@@ -96,7 +96,7 @@ export class IncrementalGenerator {
     // The same resources as last time: keep the old array, so the snapshot's set for it is reused too.
     const resources = last && sameEntries(last.resources, made) ? last.resources : made;
     warnings.push(...own);
-    byGen.set(gen, { proxy, proxyJson: json, basedOn: push, reads: log.keys, resources, warnings: own });
+    byGen.set(gen, { proxy, proxyJson: json, basedOn: push, reads: log, resources, warnings: own });
     this.generated++;
     return resources;
   }

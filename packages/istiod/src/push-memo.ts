@@ -1,7 +1,7 @@
 import { resourceVersion, type ResourceEntry } from '@fedmesh/xds';
 import type { ProxyModel } from './model/proxy.js';
 import type { PushContext } from './push-context.js';
-import { PushReads, ReadLog, logsOf, rootPush, trackPush } from './push-reads.js';
+import { PushReads, ReadLog, logsOf, rootPush, trackPush, type ReadSet } from './push-reads.js';
 
 /** MemoizableGenerator is a pure generator: its output depends only on the push and the proxy fields it reads. */
 export type MemoizableGenerator = (push: PushContext, proxy: ProxyModel, warnings: string[]) => ResourceEntry[];
@@ -9,8 +9,8 @@ export type MemoizableGenerator = (push: PushContext, proxy: ProxyModel, warning
 interface Result {
   resources: ResourceEntry[];
   warnings: string[];
-  /** reads are the keys of what the generation read from the push; a hit adds them to the caller's read logs. */
-  reads: readonly string[];
+  /** reads are what the generation read from the push; a hit adds them (shared) to the caller's read logs. */
+  reads: ReadSet;
 }
 
 /** Shape is the set of proxy fields one generation read, with the results for each combination of their values. */
@@ -100,7 +100,7 @@ export class PushMemo {
       if (hit) {
         this.hitCount++;
         warnings.push(...hit.warnings);
-        for (const log of logsOf(push)) log.keys.push(...hit.reads);
+        for (const log of logsOf(push)) log.addSet(hit.reads);
         return hit.resources;
       }
     }
@@ -119,7 +119,7 @@ export class PushMemo {
       shapes.push(shape);
       this.shapes.set(generate, shapes);
     }
-    shape.results.set(keyOf(proxy, fields), { resources, warnings: own, reads: log.keys });
+    shape.results.set(keyOf(proxy, fields), { resources, warnings: own, reads: log });
     return resources;
   }
 }

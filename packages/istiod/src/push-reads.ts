@@ -27,9 +27,26 @@ export class PushReads {
   constructor(readonly push: PushContext) {}
 }
 
-/** ReadLog collects the keys of the reads of one generation (with repeats). */
-export class ReadLog {
+/**
+ * ReadSet is what one generation read: its own read keys (with repeats) and chunks of keys shared with other
+ * generations (the reads of a memoized result, handed on whole rather than copied). Both are never mutated once
+ * the generation is over, so a chunk can be checked once per pair of pushes however many outputs hold it.
+ */
+export interface ReadSet {
+  readonly keys: readonly string[];
+  readonly chunks: readonly (readonly string[])[];
+}
+
+/** ReadLog collects the reads of one generation as a {@link ReadSet}. */
+export class ReadLog implements ReadSet {
   readonly keys: string[] = [];
+  readonly chunks: (readonly string[])[] = [];
+
+  /** addSet adds another generation's reads, sharing its arrays. */
+  addSet(set: ReadSet): void {
+    if (set.keys.length > 0) this.chunks.push(set.keys);
+    for (const c of set.chunks) this.chunks.push(c);
+  }
 }
 
 const TRACKED = Symbol('fedmesh.trackedPush');
@@ -129,6 +146,7 @@ export function logsOf(push: PushContext): ReadLog[] {
  */
 export class PushDiff {
   private readonly same = new Map<string, boolean>();
+  private readonly sameChunk = new WeakMap<readonly string[], boolean>();
 
   /** constructor pairs the read tables of two pushes; nothing is evaluated until asked. */
   constructor(
@@ -136,8 +154,21 @@ export class PushDiff {
     readonly next: PushReads,
   ) {}
 
-  /** unchanged reports whether every read in `keys` (made against `prev`) answers the same against `next`. */
-  unchanged(keys: readonly string[]): boolean {
+  /** unchanged reports whether every read in `set` (made against `prev`) answers the same against `next`. */
+  unchanged(set: ReadSet): boolean {
+    if (!this.keysUnchanged(set.keys)) return false;
+    for (const c of set.chunks) {
+      let s = this.sameChunk.get(c);
+      if (s === undefined) {
+        s = this.keysUnchanged(c);
+        this.sameChunk.set(c, s);
+      }
+      if (!s) return false;
+    }
+    return true;
+  }
+
+  private keysUnchanged(keys: readonly string[]): boolean {
     for (const k of keys) {
       let s = this.same.get(k);
       if (s === undefined) {

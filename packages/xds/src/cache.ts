@@ -86,6 +86,11 @@ interface PendingWatch {
 interface PendingDeltaWatch {
   request: DeltaWatchRequest;
   respond: (response: DeltaWatchResponse) => void;
+  /**
+   * seenVersion is the type version of the last snapshot this watch was diffed against without an answer: a later
+   * snapshot with the same version holds the same resources, so it cannot have an answer either.
+   */
+  seenVersion: string | undefined;
 }
 
 /** isWildcardType reports whether a type URL is subscribed by wildcard in SotW when no names are given. */
@@ -117,11 +122,13 @@ export class SnapshotCache implements ConfigWatcher {
     const delta = this.deltaWatches.get(nodeId);
     if (delta)
       for (const w of [...delta]) {
+        const version = snapshot.version(w.request.typeUrl);
+        if (version === w.seenVersion) continue;
         const resp = buildDeltaResponse(snapshot, w.request);
         if (resp) {
           delta.delete(w);
           w.respond(resp);
-        }
+        } else w.seenVersion = version;
       }
   }
 
@@ -183,7 +190,7 @@ export class SnapshotCache implements ConfigWatcher {
         cancelled = true;
       };
     }
-    const watch: PendingDeltaWatch = { request, respond };
+    const watch: PendingDeltaWatch = { request, respond, seenVersion: snapshot?.version(request.typeUrl) };
     let set = this.deltaWatches.get(request.nodeId);
     if (!set) {
       set = new Set();
