@@ -2,9 +2,12 @@
 // start + i / rate whatever happened to earlier ones, and its latency runs from that intended time, not from when
 // a connection was free to send it: a stall shows up in the percentiles instead of silently lowering the rate
 // (Gil Tene's correction, as wrk2 does). Keep-alive connections, one request in flight on each, opened as needed up
-// to --connections; beyond that requests queue (and their queueing counts). Prints one JSON line.
+// to --connections; beyond that requests queue (and their queueing counts). With --h2, HTTP/2 over cleartext
+// (prior knowledge): --connections sessions, requests spread over them, as many streams in flight as the peer
+// allows. Prints one JSON line.
 //   node --import tsx bench/proxy-loadgen.ts --target 127.0.0.1:8080 [--host app:8080] [--rate 1000]
-//     [--seconds 10] [--warmup 2] [--connections 64] [--path /]
+//     [--seconds 10] [--warmup 2] [--connections 64] [--path /] [--h2]
+import http2 from 'node:http2';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
@@ -189,6 +192,88 @@ export async function runOpenLoop(opts: {
   };
 }
 
+/** runOpenLoopH2 is {@link runOpenLoop} over HTTP/2 cleartext: `maxConnections` sessions, one stream per request. */
+export async function runOpenLoopH2(opts: Parameters<typeof runOpenLoop>[0]): Promise<LoadResult> {
+  const hist = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+  const sessions = await Promise.all(
+    Array.from(
+      { length: Math.max(1, opts.maxConnections) },
+      () =>
+        new Promise<http2.ClientHttp2Session>((resolve, reject) => {
+          const s = http2.connect(`http://${opts.host}:${opts.port}`);
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        }),
+    ),
+  );
+  for (const s of sessions) s.on('error', () => undefined);
+  const interval = 1000 / opts.rate;
+  const total = Math.round(opts.rate * (opts.warmup + opts.seconds));
+  const warm = Math.round(opts.rate * opts.warmup);
+  const start = performance.now() + 50;
+  let sent = 0;
+  let completed = 0;
+  let errors = 0;
+  let measuredFrom = 0;
+  let measuredTo = 0;
+  let finish: () => void = () => undefined;
+  const done = new Promise<void>((r) => (finish = r));
+  const settle = (idx: number, due: number, ok: boolean): void => {
+    if (ok) completed++;
+    else errors++;
+    if (ok && idx >= warm) {
+      hist.recordValue(Math.max(1, Math.round((performance.now() - due) * 1000)));
+      measuredTo = performance.now();
+    }
+    if (completed + errors >= total) finish();
+  };
+  const send = (idx: number, due: number): void => {
+    const session = sessions[idx % sessions.length];
+    if (!session || session.closed || session.destroyed) return settle(idx, due, false);
+    const req = session.request({ ':path': opts.path, ':authority': opts.hostHeader, 'user-agent': 'fedmesh-bench' });
+    let status = 0;
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', () => undefined);
+    req.on('end', () => settle(idx, due, status >= 200 && status < 400));
+    req.on('error', () => settle(idx, due, false));
+    req.end();
+  };
+  const tick = (): void => {
+    const now = performance.now();
+    while (sent < total && start + sent * interval <= now) {
+      const due = start + sent * interval;
+      if (sent === warm) measuredFrom = due;
+      send(sent, due);
+      sent++;
+    }
+    if (sent < total) setTimeout(tick, Math.max(0, Math.min(1, start + sent * interval - performance.now())));
+  };
+  setTimeout(tick, 50);
+  const deadline = setTimeout(finish, (opts.warmup + opts.seconds + 30) * 1000);
+  await done;
+  clearTimeout(deadline);
+  for (const s of sessions) s.close();
+  const pct = (p: number): number => hist.getValueAtPercentile(p);
+  const measuredCount = completed - Math.min(completed, warm);
+  return {
+    rate: opts.rate,
+    sent,
+    completed,
+    errors,
+    achievedRps: measuredTo > measuredFrom ? (measuredCount * 1000) / (measuredTo - measuredFrom) : 0,
+    p50: pct(50),
+    p90: pct(90),
+    p99: pct(99),
+    p999: pct(99.9),
+    max: hist.maxValue,
+    connections: sessions.length,
+  };
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values: a } = parseArgs({
     options: {
@@ -199,11 +284,12 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       seconds: { type: 'string', default: '10' },
       warmup: { type: 'string', default: '2' },
       connections: { type: 'string', default: '64' },
+      h2: { type: 'boolean', default: false },
     },
   });
   const [host, port] = (a.target ?? '').split(':');
   if (!host || !port) throw new Error('--target host:port is required');
-  const result = await runOpenLoop({
+  const result = await (a.h2 ? runOpenLoopH2 : runOpenLoop)({
     host,
     port: Number(port),
     hostHeader: a.host ?? a.target ?? host,

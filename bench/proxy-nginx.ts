@@ -15,11 +15,16 @@ export interface NginxInstance {
   dir: string;
 }
 
-/** NginxPlan names the addresses of the three nginx instances and whether the proxies write access logs. */
+/**
+ * NginxPlan names the addresses of the three nginx instances (`appH2` and `outboundH2` speak HTTP/2 over
+ * cleartext, with prior knowledge) and whether the proxies write access logs.
+ */
 export interface NginxPlan {
   dir: string;
   app: string;
+  appH2: string;
   outbound: string;
+  outboundH2: string;
   inbound: string;
   accessLog: boolean;
 }
@@ -40,21 +45,25 @@ function accessLog(plan: NginxPlan, dir: string): string {
   return plan.accessLog ? `access_log ${dir}/access.log combined buffer=64k flush=1s;` : 'access_log off;';
 }
 
-/** appConfig is the app: 200 with a 28-byte JSON body on every path. */
-export function appConfig(dir: string, listen: string): string {
+/** appConfig is the app: 200 with a 28-byte JSON body on every path, over HTTP/1.1 and (on `listenH2`) h2c. */
+export function appConfig(dir: string, listen: string, listenH2: string): string {
   return `${head(dir)}
 http {
   access_log off;
   ${KEEPALIVE}
   server {
     listen ${listen} backlog=4096;
+    listen ${listenH2} http2 backlog=4096;
     location / { default_type application/json; return 200 '{"service":"app","ok":true}\\n'; }
   }
 }
 `;
 }
 
-/** outboundConfig is the client-side proxy: HTTP in, mutual TLS to the inbound proxy (verified, pooled). */
+/**
+ * outboundConfig is the client-side proxy: HTTP/1.1 or h2c in, mutual TLS to the inbound proxy (verified, pooled;
+ * nginx speaks only HTTP/1.1 to upstreams).
+ */
 export function outboundConfig(plan: NginxPlan, dir: string, certs: string): string {
   return `${head(dir)}
 http {
@@ -63,6 +72,7 @@ http {
   upstream peer { server ${plan.inbound}; keepalive 256; keepalive_requests 1000000; keepalive_timeout 75s; }
   server {
     listen ${plan.outbound} backlog=4096;
+    listen ${plan.outboundH2} http2 backlog=4096;
     location / {
       proxy_pass https://peer;
       proxy_http_version 1.1;
