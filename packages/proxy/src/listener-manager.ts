@@ -20,6 +20,7 @@ import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
 import { chainAlpn, createChainHttp2, hcmCodec } from './http2/chain-codecs.js';
 import { selectAlpn, serveHttpConnection } from './http2/dispatch.js';
 import { connectionSocket, type DownstreamHttp2 } from './http2/h2-server.js';
+import { createUpgradeHandler } from './websocket/upgrade.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
 export interface ListenerLimits {
@@ -247,7 +248,7 @@ export class ListenerManager {
       );
       const same = previous.find((p) => p.json === json);
       if (same) return same;
-      const handler = createHttpHandler({
+      const hctx: HttpHandlerContext = {
         ...this.deps.handlerContext,
         direction,
         routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
@@ -256,7 +257,8 @@ export class ListenerManager {
         destinationOf: (req) => destinationOf(connectionSocket(req)),
         // Looked up per request: a policy update reaches connections opened before it.
         guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
-      });
+      };
+      const handler = createHttpHandler(hctx);
       const server = http.createServer(
         {
           maxHeaderSize: this.limits.maxHeaderSizeBytes,
@@ -268,6 +270,15 @@ export class ListenerManager {
         handler,
       );
       server.maxHeadersCount = this.limits.maxHeadersCount;
+      // WebSocket per `upgrade_configs`; other Upgrade requests are served as plain requests (websocket/upgrade.ts).
+      server.on(
+        'upgrade',
+        createUpgradeHandler(hctx, {
+          upgradeConfigs: hcm?.upgrade_configs,
+          onRequest: handler,
+          bodyTimeoutMs: this.limits.headersTimeoutMs,
+        }),
+      );
       server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) =>
         onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction, chain: key }),
       );

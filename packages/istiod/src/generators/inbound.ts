@@ -21,7 +21,7 @@ import { buildRbacFilters, policiesForWorkload } from './authz.js';
 import { inboundPorts } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { domainsFor } from './rds.js';
-import { ALPN_INBOUND_HTTP } from './upstream-protocol.js';
+import { ALPN_INBOUND_HTTP, WEBSOCKET_UPGRADE } from './upstream-protocol.js';
 
 /** INBOUND_LISTENER_PORT is where a sidecar accepts peers in explicit mode (Istio's 15006). */
 export const INBOUND_LISTENER_PORT = 15006;
@@ -78,6 +78,7 @@ function hcm(statPrefix: string, routeConfig: object, httpFilters: object[], nor
       set_current_client_cert_details: { uri: true },
       route_config: routeConfig,
       http_filters: [...httpFilters, ROUTER],
+      upgrade_configs: [WEBSOCKET_UPGRADE],
       ...normalization,
     },
   };

@@ -4,6 +4,7 @@ import type { PushContext } from '../push-context.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { generateInboundListener, INBOUND_LISTENER_PORT } from './inbound.js';
 import { OUTBOUND_ROUTE_NAME } from './rds.js';
+import { WEBSOCKET_UPGRADE } from './upstream-protocol.js';
 
 /** Listener ports of a sidecar, Istio's: 15001 outbound, 15006 inbound. */
 export const OUTBOUND_PORT = 15001;
@@ -48,6 +49,7 @@ export function generateListeners(push: PushContext, proxy: ProxyModel, warnings
                 stat_prefix: `outbound_${proxy.ip}_${OUTBOUND_PORT}`,
                 rds: { route_config_name: OUTBOUND_ROUTE_NAME, config_source: ADS_SOURCE },
                 http_filters: [FAULT, ROUTER],
+                upgrade_configs: [WEBSOCKET_UPGRADE],
               },
             },
           ],

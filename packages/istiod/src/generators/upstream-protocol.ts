@@ -21,6 +21,9 @@ export const ALPN_IN_MESH_TCP: readonly string[] = ['istio-peer-exchange', 'isti
 /** ALPN_INBOUND_HTTP is what a sidecar's inbound HTTP chains accept, in order of preference. */
 export const ALPN_INBOUND_HTTP: readonly string[] = ['h2', 'http/1.1'];
 
+/** WEBSOCKET_UPGRADE is the HCM `upgrade_configs` entry Istio puts on every sidecar HTTP connection manager. */
+export const WEBSOCKET_UPGRADE = { upgrade_type: 'websocket' } as const;
+
 /** UpstreamCodec is the cluster's codec: HTTP/1.1, HTTP/2, or ALPN's choice between them (mTLS only). */
 export type UpstreamCodec = 'http1' | 'http2' | 'auto';
 
