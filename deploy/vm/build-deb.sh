@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds fedmesh-vm-agent_<version>_<arch>.deb (pnpm package:vm). Usage: deploy/vm/build-deb.sh [OUT_DIR]
-# (default: dist/ at the repository root). Prints the .deb's path on its last line.
+# Builds fedmesh-vm-agent_<version>_<arch>.deb (pnpm package:vm). Usage: deploy/vm/build-deb.sh [--no-build] [OUT_DIR]
+# (default: dist/ at the repository root). Prints the .deb's path on its last line. --no-build packages the compiled
+# dist/ as it is, without running tsc first (the test suite runs `tsc -b` before its tests).
 #
 # Layout: the agent and the proxy with their production node_modules (pnpm deploy --prod, offline: from the store
 # `pnpm install` filled) in /usr/lib/fedmesh-vm-agent, a launcher in /usr/local/bin, the unit in /lib/systemd/system,
 # /etc/fedmesh/agent.env as a conffile. Nothing in it is native code, so the package is Architecture: all unless a
 # native addon shows up (then it is built for this machine's architecture).
 set -euo pipefail
+build=1
+if [ "${1:-}" = --no-build ]; then build=0; shift; fi
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=$(mkdir -p "${1:-$repo/dist}" && cd "${1:-$repo/dist}" && pwd)
@@ -18,8 +21,10 @@ trap 'rm -rf "$stage"' EXIT
 root="$stage/root"
 app="$root/usr/lib/fedmesh-vm-agent"
 
-echo "== building the agent" >&2
-pnpm exec tsc -b packages/vm-agent >&2
+if [ "$build" = 1 ]; then
+  echo "== building the agent" >&2
+  pnpm exec tsc -b packages/vm-agent >&2
+fi
 
 echo "== bundling runtime dependencies (pnpm deploy --prod --offline)" >&2
 pnpm --filter @fedmesh/vm-agent deploy --prod --offline --legacy "$app" >&2
