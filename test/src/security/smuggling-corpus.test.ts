@@ -156,8 +156,13 @@ describe('request smuggling corpus', () => {
         `GET /third HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`;
       const r = await rawExchange(e.dial(), bytes, { responses: 3 });
       assert.deepEqual(r.statuses, [200, 200, 200], e.name);
+      // Pipelined requests are forwarded concurrently (pooled or multiplexed upstreams), so their arrival order at
+      // the app is not defined; every one of them must arrive, and nothing else.
       assert.deepEqual(
-        app.requests.slice(before).map((x) => x.url),
+        app.requests
+          .slice(before)
+          .map((x) => x.url)
+          .sort(),
         ['/first', '/first', '/third'],
         e.name,
       );
