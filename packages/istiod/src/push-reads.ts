@@ -3,7 +3,7 @@ import type { PushContext } from './push-context.js';
 
 /**
  * PushRead is one thing a generation read from a {@link PushContext}: a property (`services`, `mesh`, …) or a
- * method call with its arguments (`instanceAt("reviews…", 9080, "10.0.0.7")`), and what it returned.
+ * method call with its arguments (`instancesAt("10.0.0.7")`), and what it returned.
  * `verifiable` is false when an argument was not a string, number, boolean or undefined: such a read is never
  * trusted to be unchanged.
  */
