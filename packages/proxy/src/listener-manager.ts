@@ -16,11 +16,18 @@ import {
   selectFilterChain,
   usesOriginalDst,
 } from './capture/listener-destination.js';
-import type { EnvoyFilterChain, EnvoyListener } from './xds/envoy-schemas.js';
+import {
+  hcmOf,
+  tcpProxyOf,
+  type EnvoyFilterChain,
+  type EnvoyListener,
+  type EnvoyTcpProxy,
+} from './xds/envoy-schemas.js';
 import { chainAlpn, createChainHttp2, hcmCodec } from './http2/chain-codecs.js';
 import { selectAlpn, serveHttpConnection } from './http2/dispatch.js';
 import { connectionSocket, type DownstreamHttp2 } from './http2/h2-server.js';
 import { createUpgradeHandler } from './websocket/upgrade.js';
+import { passthroughTls, serveTcpChain, type SidecarTcpDeps } from './tcp/sidecar-tcp.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
 export interface ListenerLimits {
@@ -64,6 +71,8 @@ interface ChainRuntime {
   codec: 'AUTO' | 'HTTP1' | 'HTTP2';
   /** alpn is what the chain offers over TLS (DownstreamTlsContext `alpn_protocols`, narrowed by `codec_type`). */
   alpn: string[] | undefined;
+  /** tcp is set for a `tcp_proxy` chain (TCP services, TLS passthrough): its settings and what it needs. */
+  tcp?: { proxy: EnvoyTcpProxy; deps: SidecarTcpDeps };
 }
 
 /**
@@ -84,6 +93,8 @@ interface ActiveListener {
   guards: Map<string, RequestGuard>;
   tls: boolean;
   sockets: Set<net.Socket>;
+  /** halfOpen: the listener has tcp_proxy chains, whose connections pass a half-close on (allowHalfOpen). */
+  halfOpen: boolean;
 }
 
 function listenerMode(l: EnvoyListener): ListenerMode {
@@ -231,7 +242,7 @@ export class ListenerManager {
   ): ChainRuntime[] {
     const guards = new Map<string, RequestGuard>();
     const runtimes = l.config.filter_chains.map((chain, i) => {
-      const hcm = chain.filters[0]?.typed_config;
+      const hcm = hcmOf(chain);
       const json = JSON.stringify(chain);
       const inline = l.inlineRoutes.get(i);
       const rdsName = hcm?.rds?.route_config_name;
@@ -289,7 +300,17 @@ export class ListenerManager {
         log: this.deps.log.child({ scope: 'http2', chain: key }),
         draining: () => this.deps.handlerContext.drain?.draining ?? false,
       });
-      return { chain, json, http: server, h2, codec: hcmCodec(hcm), alpn: chainAlpn(chain, hcm) };
+      const runtime: ChainRuntime = {
+        chain,
+        json,
+        http: server,
+        h2,
+        codec: hcmCodec(hcm),
+        alpn: chainAlpn(chain, hcm),
+      };
+      const tcp = tcpProxyOf(chain);
+      if (tcp) runtime.tcp = { proxy: tcp, deps: this.tcpDeps(direction) };
+      return runtime;
     });
     entry.guards = guards;
     return runtimes;
@@ -302,6 +323,7 @@ export class ListenerManager {
       name,
       key,
       server: net.createServer(),
+      halfOpen: l.config.filter_chains.some((c) => tcpProxyOf(c) !== undefined),
       tlsServer: undefined,
       mode,
       chains: [],
@@ -314,12 +336,14 @@ export class ListenerManager {
     if (mode === 'inspect') {
       if (isTls && !material) return Promise.reject(new Error(`${name}: no certificate yet for a TLS listener`));
       entry.tlsServer = this.makeTlsServer(entry, material);
-      entry.server = net.createServer((sock) => this.onInspectedConnection(entry, sock));
+      entry.server = net.createServer({ allowHalfOpen: entry.halfOpen }, (sock) =>
+        this.onInspectedConnection(entry, sock),
+      );
     } else if (isTls) {
       if (!material) return Promise.reject(new Error(`${name}: no certificate yet for a TLS listener`));
       entry.server = this.makeTlsServer(entry, material);
     } else {
-      entry.server = net.createServer((sock) => this.onPlainConnection(entry, sock));
+      entry.server = net.createServer({ allowHalfOpen: entry.halfOpen }, (sock) => this.onPlainConnection(entry, sock));
     }
     entry.server.maxConnections = this.limits.maxConnections;
     this.active.set(name, entry);
@@ -345,6 +369,7 @@ export class ListenerManager {
       requestCert: true,
       rejectUnauthorized: true,
       handshakeTimeout: this.limits.handshakeTimeoutMs,
+      allowHalfOpen: entry.halfOpen, // tcp_proxy chains pass half-closes on
       // ALPN per filter chain (by SNI): h2 or http/1.1 as the chain offers them (http2/dispatch.ts).
       ALPNCallback: ({ servername, protocols }) =>
         selectAlpn(entry.chains.find((c) => chainMatches(c.chain, servername, 'tls'))?.alpn, protocols),
@@ -371,6 +396,18 @@ export class ListenerManager {
     void inspectTransport(sock, this.limits.handshakeTimeoutMs).then((transport) => {
       if (transport === undefined) return void sock.destroy();
       if (transport === 'tls') {
+        // No chain terminates TLS: tcp_proxy chains pass it through, chosen by the ClientHello's SNI.
+        if (!entry.tls)
+          return passthroughTls(
+            () => entry.chains,
+            sock,
+            this.passthroughDeps(entry),
+            (reason, sni) =>
+              this.deps.log.warn(
+                { listener: entry.name, remote: sock.remoteAddress, reason, sni },
+                'TLS passthrough refused',
+              ),
+          );
         if (!entry.tlsServer || !entry.chains.some((c) => chainMatches(c.chain, undefined, 'tls', true)))
           return void sock.destroy();
         entry.tlsServer.emit('connection', sock);
@@ -384,6 +421,7 @@ export class ListenerManager {
         );
         return void sock.destroy();
       }
+      if (chain.tcp) return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps);
       serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
     });
   }
@@ -406,6 +444,7 @@ export class ListenerManager {
     const port = this.restore(entry, sock)?.port ?? sock.localPort;
     const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, undefined, 'raw_buffer'));
     if (!chain) return void sock.destroy();
+    if (chain.tcp) return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps);
     serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
   }
 
@@ -441,7 +480,26 @@ export class ListenerManager {
     }
     this.deps.onHandshake?.('inbound', 'ok');
     peers.set(sock, { principal: uri, certDer: cert.raw });
+    if (chain.tcp)
+      return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps, { principal: uri, sni });
     serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
+  }
+
+  private tcpDeps(direction: 'inbound' | 'outbound'): SidecarTcpDeps {
+    const c = this.deps.handlerContext;
+    return {
+      clusters: c.clusters,
+      registry: c.metrics.registry,
+      tls: this.deps.tls,
+      onHandshake: this.deps.onHandshake,
+      self: c.self,
+      accessLog: c.accessLog,
+      direction,
+    };
+  }
+
+  private passthroughDeps(entry: ActiveListener): SidecarTcpDeps {
+    return entry.chains.find((c) => c.tcp)?.tcp?.deps ?? this.tcpDeps('outbound');
   }
 
   private stop(l: ActiveListener, destroy = false): void {

@@ -13,7 +13,7 @@ import { ListenerManager, type AcceptedListener, type HandshakeObserver } from '
 import { ProxyMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
-import type { EnvoyCluster, EnvoyClusterLoadAssignment, EnvoySecret } from './xds/envoy-schemas.js';
+import { hcmOf, type EnvoyCluster, type EnvoyClusterLoadAssignment, type EnvoySecret } from './xds/envoy-schemas.js';
 import {
   ClusterLoadAssignmentType,
   ClusterType,
@@ -388,7 +388,7 @@ export class Sidecar {
     const names = new Set<string>();
     for (const l of listeners.values())
       for (const fc of l.config.filter_chains) {
-        const rds = fc.filters[0]?.typed_config.rds?.route_config_name;
+        const rds = hcmOf(fc)?.rds?.route_config_name;
         if (rds) names.add(rds);
       }
     this.ads?.subscribe(RouteConfigurationType, [...names], (routes) => {

@@ -27,6 +27,7 @@ import {
   ListenerType,
   RouteConfigurationType,
   RouteTable,
+  hcmOf,
   routeForDestination,
   selectFilterChain,
   type EnvoyFilterChain,
@@ -185,7 +186,7 @@ describe('capture-mode listeners from istiod', () => {
     for (const c of byPort) assert.equal(c.filter_chain_match?.server_names, undefined);
     const tls = byPort.find((c) => c.filter_chain_match?.transport_protocol === 'tls');
     assert.ok(tls?.transport_socket, 'the 9080 chain requires mutual TLS');
-    const route = tls?.filters[0]?.typed_config.route_config?.virtual_hosts?.[0];
+    const route = tls ? hcmOf(tls)?.route_config?.virtual_hosts?.[0] : undefined;
     assert.deepEqual(route?.domains, ['*']);
     assert.equal(route?.routes?.[0]?.route?.cluster, 'inbound|9080||');
     assert.ok(

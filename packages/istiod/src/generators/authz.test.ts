@@ -13,6 +13,7 @@ import {
   ClusterLoadAssignmentType,
   ClusterType,
   ListenerType,
+  hcmOf,
   type RbacFilter,
   type RbacRequest,
 } from '@fedmesh/proxy';
@@ -285,10 +286,7 @@ describe('PeerAuthentication in the generated config', () => {
     return inbound(p, proxy).config.filter_chains.map((c) => ({
       name: c.name,
       transport: c.filter_chain_match?.transport_protocol,
-      domains:
-        c.filters[0]?.typed_config.route_config?.virtual_hosts?.flatMap((v) =>
-          v.domains.filter((d) => d.includes('9080')),
-        ) ?? [],
+      domains: hcmOf(c)?.route_config?.virtual_hosts?.flatMap((v) => v.domains.filter((d) => d.includes('9080'))) ?? [],
     }));
   }
 

@@ -13,6 +13,7 @@ import {
   ClusterType,
   ListenerType,
   RouteConfigurationType,
+  hcmOf,
   type EnvoyClusterLoadAssignment,
   type EnvoyRoute,
   type RouteTable,
@@ -274,7 +275,7 @@ status: { phase: Running, podIP: 127.0.9.5, conditions: [{ type: Ready, status: 
       `outbound_.9080_.v2_.${REVIEWS}`,
     ]);
     assert.equal(chain.transport_socket?.typed_config.require_client_certificate?.value, true);
-    const vh = chain.filters[0]?.typed_config.route_config?.virtual_hosts?.[0];
+    const vh = hcmOf(chain)?.route_config?.virtual_hosts?.[0];
     assert.equal(vh?.routes?.[0]?.route?.cluster, 'inbound|9080||');
     const local = accepted(
       ClusterType,

@@ -91,7 +91,7 @@ function outboundCluster(
       },
     };
   }
-  applyUpstreamProtocol(cluster, port.protocol, policy); // codec and ALPN (docs/adr/0014)
+  applyUpstreamProtocol(cluster, port.protocol, policy); // codec and ALPN (docs/adr/0015)
   return cluster;
 }
 

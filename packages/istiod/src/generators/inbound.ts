@@ -22,6 +22,7 @@ import { inboundPorts } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { domainsFor } from './rds.js';
 import { ALPN_INBOUND_HTTP, WEBSOCKET_UPGRADE } from './upstream-protocol.js';
+import { inboundTcpChains } from './tcp-listeners.js';
 
 /** INBOUND_LISTENER_PORT is where a sidecar accepts peers in explicit mode (Istio's 15006). */
 export const INBOUND_LISTENER_PORT = 15006;
@@ -150,11 +151,12 @@ export function generateInboundListener(
   proxy: ProxyModel,
   warnings: string[] = [],
 ): GeneratedResource | undefined {
-  const ports = [...inboundPorts(push, proxy).entries()]
-    .filter(([, refs]) => refs.some((r) => isHttpProtocol(r.port.protocol)))
-    .sort(([a], [b]) => a - b);
-  if (ports.length === 0) return undefined;
-  const rbac = buildRbacFilters(policiesForWorkload(push, proxy, warnings), push.mesh.trustDomain);
+  const all = [...inboundPorts(push, proxy).entries()].sort(([a], [b]) => a - b);
+  const ports = all.filter(([, refs]) => refs.some((r) => isHttpProtocol(r.port.protocol)));
+  const tcpPorts = all.filter(([, refs]) => !refs.some((r) => isHttpProtocol(r.port.protocol)));
+  if (ports.length === 0 && tcpPorts.length === 0) return undefined;
+  const policies = policiesForWorkload(push, proxy, warnings);
+  const rbac = buildRbacFilters(policies, push.mesh.trustDomain);
   warnings.push(...rbac.warnings);
   const normalization = pathNormalizationFields(push.mesh.pathNormalization);
   const mtls = workloadMtls(push, proxy.namespace, proxy.labels);
@@ -180,6 +182,9 @@ export function generateInboundListener(
       filters: [hcm(cluster, routeConfig, rbac.filters, normalization)],
     });
   }
+  // TCP and TLS target ports: mTLS chains by SNI with a tcp_proxy to the app (tcp-listeners.ts).
+  const modeOf = (port: number): MtlsMode => portMtlsMode(mtls, port);
+  chains.push(...inboundTcpChains(tcpPorts, modeOf, policies.length > 0, tlsTransportSocket, warnings));
   const vhosts = plaintextVirtualHosts(push, proxy, open, warnings);
   if (vhosts.length > 0)
     chains.push({

@@ -5,6 +5,7 @@ import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { generateInboundListener, INBOUND_LISTENER_PORT } from './inbound.js';
 import { OUTBOUND_ROUTE_NAME } from './rds.js';
 import { WEBSOCKET_UPGRADE } from './upstream-protocol.js';
+import { generateTcpListeners } from './tcp-listeners.js';
 
 /** Listener ports of a sidecar, Istio's: 15001 outbound, 15006 inbound. */
 export const OUTBOUND_PORT = 15001;
@@ -28,7 +29,9 @@ const HCM_TYPE =
  *   with the fault and router filters;
  * - `virtualInbound` on `<ip>:15006` (inbound.ts): per inbound port an mTLS filter chain chosen by the SNI peers
  *   send, and a plaintext chain for PERMISSIVE/DISABLE ports, each with the workload's RBAC filters and path
- *   normalization, forwarding to `inbound|<port>||` with `x-forwarded-client-cert` set from the verified peer.
+ *   normalization, forwarding to `inbound|<port>||` with `x-forwarded-client-cert` set from the verified peer,
+ *   and per TCP/TLS port an mTLS chain with a tcp_proxy (tcp-listeners.ts);
+ * - `<ip>_<port>` per visible TCP or TLS service port: tcp_proxy chains, by SNI for TLS (tcp-listeners.ts).
  * Untranslatable authorization policy parts are reported in `warnings`.
  */
 export function generateListeners(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
@@ -59,5 +62,6 @@ export function generateListeners(push: PushContext, proxy: ProxyModel, warnings
   );
   const inbound = generateInboundListener(push, proxy, warnings);
   if (inbound) out.push(inbound);
+  out.push(...generateTcpListeners(push, proxy, warnings)); // TCP and TLS service ports
   return out;
 }

@@ -1,6 +1,6 @@
 /**
  * How a cluster speaks to its hosts, by service port protocol and DestinationRule `connectionPool.http`
- * (docs/adr/0014). Between sidecars (mTLS) HTTP ports negotiate HTTP/2 by ALPN, so a client proxy multiplexes its
+ * (docs/adr/0015). Between sidecars (mTLS) HTTP ports negotiate HTTP/2 by ALPN, so a client proxy multiplexes its
  * requests to a peer over one or two connections; a peer that answers `http/1.1` is still served.
  */
 import type { TrafficPolicy } from '@fedmesh/api';

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { ClusterManager, Endpoint } from '../cluster-manager.js';
+import type { ClusterManager, Endpoint, UpstreamCluster } from '../cluster-manager.js';
 import type { TcpLabels, TcpMetrics } from './tcp-metrics.js';
 
 /**
@@ -29,6 +29,17 @@ export interface TcpProxyDeps {
   metrics: TcpMetrics;
   /** labels are the connection's metric labels; `destination_*` are filled in from the chosen endpoint. */
   labels: TcpLabels;
+  /**
+   * connect, when set, opens the upstream connection instead of a plain TCP connect (a sidecar originates mTLS to
+   * a peer proxy, `tcp/sidecar-tcp.ts`); it resolves undefined on failure and must honour the cluster's connect
+   * timeout and give up when `down` closes.
+   */
+  connect?: (
+    cluster: UpstreamCluster,
+    ep: Endpoint,
+    target: { host: string; port: number },
+    down: net.Socket,
+  ) => Promise<net.Socket | undefined>;
 }
 
 /** METRICS_FLUSH_MS is how often a long connection's byte counts reach the counters (Istio reports TCP every 5 s). */
@@ -94,7 +105,9 @@ export async function runTcpProxy(
     tried.add(ep);
     result.attempts++;
     const target = clusters.upstreamTarget(cluster, ep);
-    up = await connectOnce(target.host, target.port, cluster.connectTimeoutMs, down);
+    up = deps.connect
+      ? await deps.connect(cluster, ep, target, down)
+      : await connectOnce(target.host, target.port, cluster.connectTimeoutMs, down);
     chosen = ep;
     result.upstream = `${target.host}:${target.port}`;
     if (down.destroyed) {

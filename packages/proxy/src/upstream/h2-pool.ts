@@ -1,7 +1,7 @@
 /**
  * The HTTP/2 connection pool of a cluster: per upstream host a few long-lived multiplexed sessions (mTLS with ALPN
  * `h2`, or h2c with prior knowledge), so requests between proxies share connections instead of paying a TLS
- * handshake each (docs/adr/0014). A host whose ALPN answer is `http/1.1` is remembered and served by the
+ * handshake each (docs/adr/0015). A host whose ALPN answer is `http/1.1` is remembered and served by the
  * cluster's HTTP/1.1 keep-alive pool instead.
  */
 import http2 from 'node:http2';

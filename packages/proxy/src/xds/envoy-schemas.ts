@@ -399,18 +399,37 @@ const filterChain = z.strictObject({
       server_names: z.array(z.string()).optional(),
     })
     .optional(),
+  // One network filter: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough by SNI).
   filters: z
     .array(
-      z.strictObject({
-        name: z.literal('envoy.filters.network.http_connection_manager'),
-        typed_config: HttpConnectionManagerSchema,
-      }),
+      z.discriminatedUnion('name', [
+        z.strictObject({
+          name: z.literal('envoy.filters.network.http_connection_manager'),
+          typed_config: HttpConnectionManagerSchema,
+        }),
+        z.strictObject({
+          name: z.literal('envoy.filters.network.tcp_proxy'),
+          typed_config: z.lazy(() => TcpProxySchema),
+        }),
+      ]),
     )
     .length(1),
   transport_socket: transportSocket(DownstreamTlsContextSchema).optional(),
 });
 /** EnvoyFilterChain is a decoded `config.listener.v3.FilterChain`. */
 export type EnvoyFilterChain = z.infer<typeof filterChain>;
+
+/** hcmOf returns a filter chain's HTTP connection manager, or undefined for a tcp_proxy chain. */
+export function hcmOf(chain: EnvoyFilterChain): EnvoyHttpConnectionManager | undefined {
+  const f = chain.filters[0];
+  return f?.name === 'envoy.filters.network.http_connection_manager' ? f.typed_config : undefined;
+}
+
+/** tcpProxyOf returns a filter chain's tcp_proxy settings, or undefined for an HTTP chain. */
+export function tcpProxyOf(chain: EnvoyFilterChain): EnvoyTcpProxy | undefined {
+  const f = chain.filters[0];
+  return f?.name === 'envoy.filters.network.tcp_proxy' ? f.typed_config : undefined;
+}
 
 /** ListenerSchema is `config.listener.v3.Listener`. */
 export const ListenerSchema = z.strictObject({

@@ -10,6 +10,7 @@ import {
   RouteConfigurationSchema,
   SecretSchema,
   formatZodError,
+  hcmOf,
   type EnvoyCluster,
   type EnvoyClusterLoadAssignment,
   type EnvoyListener,
@@ -56,7 +57,7 @@ export const ListenerType: XdsResourceType<{
     const inlineRoutes = new Map<number, RouteTable>();
     const security = new Map<number, HcmSecurity>();
     config.filter_chains.forEach((fc, i) => {
-      const hcm = fc.filters[0]?.typed_config;
+      const hcm = hcmOf(fc);
       if (hcm?.route_config) {
         try {
           inlineRoutes.set(i, new RouteTable(hcm.route_config));
@@ -66,7 +67,7 @@ export const ListenerType: XdsResourceType<{
       }
     });
     config.filter_chains.forEach((fc, i) => {
-      const hcm = fc.filters[0]?.typed_config;
+      const hcm = hcmOf(fc);
       if (hcm) security.set(i, compileHcmSecurity(hcm, `filter_chains[${i}].filters[0].typed_config`));
     });
     return { config, inlineRoutes, security };

@@ -1,0 +1,273 @@
+/**
+ * `tcp_proxy` filter chains in a sidecar's listeners (TCP services and TLS passthrough), on top of the gateway's
+ * `runTcpProxy`:
+ * - outbound, a per-port listener: a plain TCP chain proxies the connection to its cluster; TLS chains (behind a
+ *   `tls_inspector`, without a `transport_socket`) are chosen by the ClientHello's SNI and passed through
+ *   untouched, so the app's TLS session runs end to end to the destination;
+ * - upstream, a cluster with mTLS (a peer sidecar) gets a TLS connection with the workload certificate, the
+ *   cluster's SNI and ALPN, and the peer's SPIFFE ID checked against the cluster's SANs, like HTTP pools;
+ * - inbound, a TLS chain that terminates the peer's mTLS (the listener already checked its SPIFFE ID) proxies the
+ *   decrypted stream to the app.
+ * Each connection is counted in Istio's `istio_tcp_*` metrics and logged once when it ends.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { parseMtlsSni } from '@fedmesh/api/xds';
+import { isPkiError } from '@fedmesh/pki';
+import { checkPeerSan, type ClusterManager, type Endpoint, type UpstreamCluster } from '../cluster-manager.js';
+import { peekClientHello } from '../gateway/peek.js';
+import type { WorkloadInfo } from '../http-handler.js';
+import type { HandshakeObserver } from '../listener-manager.js';
+import type { TlsMaterial } from '../secrets.js';
+import { durationMs, type EnvoyFilterChain, type EnvoyTcpProxy } from '../xds/envoy-schemas.js';
+import { blankTcpLabels, TcpMetrics, type TcpLabels } from './tcp-metrics.js';
+import { runTcpProxy } from './tcp-proxy.js';
+
+/** DEFAULT_TCP_IDLE_TIMEOUT_MS is Envoy's tcp_proxy `idle_timeout` default (1 h). */
+export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 3_600_000;
+
+/** DEFAULT_HELLO_TIMEOUT_MS bounds the wait for a whole ClientHello on a passthrough listener. */
+export const DEFAULT_HELLO_TIMEOUT_MS = 5_000;
+
+const metricsByRegistry = new WeakMap<Registry, TcpMetrics>();
+
+/** tcpMetricsFor returns Istio's TCP metrics on a registry, registered once per registry. */
+export function tcpMetricsFor(registry: Registry): TcpMetrics {
+  let m = metricsByRegistry.get(registry);
+  if (!m) metricsByRegistry.set(registry, (m = new TcpMetrics(registry)));
+  return m;
+}
+
+/** SidecarTcpDeps are what a sidecar's tcp_proxy chains need from the proxy. */
+export interface SidecarTcpDeps {
+  clusters: ClusterManager;
+  registry: Registry;
+  /** tls returns the workload certificate and trust bundle (for mTLS to peer sidecars). */
+  tls: () => TlsMaterial | undefined;
+  onHandshake?: HandshakeObserver | undefined;
+  self: WorkloadInfo;
+  accessLog: Logger;
+  direction: 'inbound' | 'outbound';
+}
+
+/** ConnectionPeer is what is known of the downstream of an inbound connection: its verified SPIFFE ID and SNI. */
+export interface ConnectionPeer {
+  principal?: string | undefined;
+  sni?: string | undefined;
+}
+
+function labelsFor(deps: SidecarTcpDeps, cluster: string, peer: ConnectionPeer): TcpLabels {
+  const l = blankTcpLabels();
+  const self = deps.self;
+  if (deps.direction === 'outbound') {
+    const host = cluster.split('|')[3] ?? cluster;
+    Object.assign(l, {
+      reporter: 'source',
+      source_workload: self.name,
+      source_workload_namespace: self.namespace,
+      source_principal: self.principal,
+      source_app: self.app,
+      source_version: self.version,
+      source_cluster: self.cluster,
+      destination_service: host,
+      destination_service_name: host.split('.')[0] ?? 'unknown',
+      destination_service_namespace: host.split('.')[1] ?? 'unknown',
+    });
+    return l;
+  }
+  const svc = peer.sni ? parseMtlsSni(peer.sni)?.host : undefined;
+  Object.assign(l, {
+    reporter: 'destination',
+    destination_workload: self.name,
+    destination_workload_namespace: self.namespace,
+    destination_principal: self.principal,
+    destination_app: self.app,
+    destination_version: self.version,
+    destination_cluster: self.cluster,
+    source_principal: peer.principal ?? 'unknown',
+    connection_security_policy: peer.principal ? 'mutual_tls' : 'none',
+    ...(svc
+      ? {
+          destination_service: svc,
+          destination_service_name: svc.split('.')[0] ?? 'unknown',
+          destination_service_namespace: svc.split('.')[1] ?? 'unknown',
+        }
+      : {}),
+  });
+  return l;
+}
+
+/**
+ * connectUpstream opens a tcp_proxy's upstream connection: plain TCP, or for an mTLS cluster TLS with the workload
+ * certificate, the cluster's SNI and ALPN and `checkPeerSan`. Resolves undefined on failure, on the cluster's
+ * connect timeout (TCP and handshake together), or when the downstream closes first.
+ */
+export function connectUpstream(
+  deps: Pick<SidecarTcpDeps, 'tls' | 'onHandshake'>,
+  cluster: UpstreamCluster,
+  target: { host: string; port: number },
+  down: net.Socket,
+): Promise<net.Socket | undefined> {
+  const mtls = cluster.mtls;
+  const material = mtls ? deps.tls() : undefined;
+  if (mtls && !material) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    let tcpUp = false;
+    const alpn = cluster.config.transport_socket?.typed_config.common_tls_context.alpn_protocols;
+    const up: net.Socket =
+      mtls && material
+        ? tls.connect({
+            host: target.host,
+            port: target.port,
+            ...(mtls.sni ? { servername: mtls.sni } : {}),
+            cert: material.certChainPem,
+            key: material.keyPem,
+            ca: material.trustBundlePem,
+            minVersion: 'TLSv1.2',
+            rejectUnauthorized: true,
+            // Node passes allowHalfOpen on to the TLSSocket; its typings do not list it.
+            ...({ allowHalfOpen: true } as tls.ConnectionOptions),
+            ...(alpn && alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
+            checkServerIdentity: (_h, cert) => checkPeerSan(cert, mtls.allowedSans, material.trustDomain),
+          })
+        : net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    let done = false;
+    const finish = (ok: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      down.off('close', onDownClose);
+      up.off('error', onError);
+      if (ok) resolve(up);
+      else {
+        up.destroy();
+        resolve(undefined);
+      }
+    };
+    const onError = (err: Error): void => {
+      if (mtls && isPkiError(err)) deps.onHandshake?.('outbound', 'peer_refused');
+      else if (mtls && tcpUp) deps.onHandshake?.('outbound', 'error');
+      finish(false);
+    };
+    const onDownClose = (): void => finish(false);
+    const timer = setTimeout(() => {
+      if (mtls && tcpUp) deps.onHandshake?.('outbound', 'error');
+      finish(false);
+    }, cluster.connectTimeoutMs);
+    up.once('connect', () => {
+      tcpUp = true;
+      if (!mtls) finish(true);
+    });
+    if (mtls)
+      up.once('secureConnect', () => {
+        deps.onHandshake?.('outbound', 'ok');
+        finish(true);
+      });
+    up.once('error', onError);
+    down.once('close', onDownClose);
+  });
+}
+
+/**
+ * serveTcpChain runs one tcp_proxy chain for an accepted connection (after the listener's TLS termination and
+ * peer check, for an inbound mTLS chain): `initial` holds bytes already read (a peeked ClientHello). Never rejects.
+ */
+export function serveTcpChain(
+  tcp: EnvoyTcpProxy,
+  sock: net.Socket,
+  initial: Buffer,
+  deps: SidecarTcpDeps,
+  peer: ConnectionPeer = {},
+): void {
+  const labels = labelsFor(deps, tcp.cluster, peer);
+  const start = Date.now();
+  const metrics = tcpMetricsFor(deps.registry);
+  const idle = tcp.idle_timeout !== undefined ? durationMs(tcp.idle_timeout) : DEFAULT_TCP_IDLE_TIMEOUT_MS;
+  sock.setNoDelay(true);
+  void runTcpProxy(
+    sock,
+    initial,
+    { cluster: tcp.cluster, idleTimeoutMs: idle, maxConnectAttempts: tcp.max_connect_attempts?.value ?? 1 },
+    {
+      clusters: deps.clusters,
+      metrics,
+      labels,
+      connect: (cluster: UpstreamCluster, _ep: Endpoint, target, down) => connectUpstream(deps, cluster, target, down),
+    },
+  ).then((r) =>
+    deps.accessLog.info(
+      {
+        start_time: new Date(start).toISOString(),
+        direction: deps.direction,
+        protocol: 'tcp',
+        upstream_cluster: tcp.cluster,
+        upstream_host: r.upstream ?? null,
+        response_flags: r.flag,
+        bytes_received: r.receivedBytes,
+        bytes_sent: r.sentBytes,
+        duration: Date.now() - start,
+        downstream_remote_address: sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort ?? 0}` : null,
+        downstream_peer_principal: peer.principal ?? null,
+        requested_server_name: peer.sni ?? null,
+      },
+      'access',
+    ),
+  );
+}
+
+/**
+ * matchServerName picks the chain for an SNI as Envoy does: an exact `server_names` entry, else the longest
+ * `*.suffix` wildcard, else a chain without `server_names`.
+ */
+export function matchServerName<T extends { chain: EnvoyFilterChain }>(
+  chains: readonly T[],
+  sni: string | undefined,
+): T | undefined {
+  const name = sni?.toLowerCase();
+  if (name) {
+    const exact = chains.find((c) => c.chain.filter_chain_match?.server_names?.some((n) => n.toLowerCase() === name));
+    if (exact) return exact;
+    let best: T | undefined;
+    let bestLen = 0;
+    for (const c of chains)
+      for (const n of c.chain.filter_chain_match?.server_names ?? [])
+        if (n.startsWith('*.') && name.endsWith(n.slice(1).toLowerCase()) && n.length > bestLen) {
+          best = c;
+          bestLen = n.length;
+        }
+    if (best) return best;
+  }
+  return chains.find((c) => (c.chain.filter_chain_match?.server_names ?? []).length === 0);
+}
+
+/**
+ * passthroughTls serves a TLS connection on a listener whose chains pass TLS through: it peeks the ClientHello
+ * (bounded in size and time, nothing written to the client), picks the tcp_proxy chain by SNI
+ * ({@link matchServerName}) and proxies the connection, ClientHello first. A connection without a whole
+ * ClientHello, or whose SNI no chain takes, is closed (`onRefused` says why).
+ */
+export function passthroughTls<T extends { chain: EnvoyFilterChain }>(
+  chains: () => readonly T[],
+  sock: net.Socket,
+  deps: SidecarTcpDeps,
+  onRefused: (reason: string, sni: string | undefined) => void,
+  helloTimeoutMs = DEFAULT_HELLO_TIMEOUT_MS,
+): void {
+  void peekClientHello(sock, { timeoutMs: helloTimeoutMs }).then((hello) => {
+    if (!hello.ok) {
+      onRefused(hello.reason, undefined);
+      return void sock.destroy();
+    }
+    const candidates = chains().filter((c) => c.chain.filter_chain_match?.transport_protocol !== 'raw_buffer');
+    const chain = matchServerName(candidates, hello.serverName);
+    const tcp =
+      chain?.chain.filters[0]?.name === 'envoy.filters.network.tcp_proxy' ? chain.chain.filters[0] : undefined;
+    if (!tcp) {
+      onRefused('no_filter_chain', hello.serverName);
+      return void sock.destroy();
+    }
+    serveTcpChain(tcp.typed_config, sock, hello.buffered, deps, { sni: hello.serverName });
+  });
+}
