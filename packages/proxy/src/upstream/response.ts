@@ -34,6 +34,8 @@ export class H2UpstreamResponse extends Readable implements UpstreamResponse {
   readonly httpVersion = '2.0';
   /** trailersOnly is set when the response ended with its header block (gRPC's Trailers-Only form). */
   readonly trailersOnly: boolean;
+  /** complete turns true when the upstream ended the response (END_STREAM received). */
+  complete = false;
 
   /** constructor wires the stream whose response `headers` (with `:status`) just arrived. */
   constructor(
@@ -53,7 +55,10 @@ export class H2UpstreamResponse extends Readable implements UpstreamResponse {
       for (const [k, v] of Object.entries(withoutPseudoHeaders(t))) out[k] = Array.isArray(v) ? v.join(', ') : v;
       this.trailers = out;
     });
-    stream.once('end', () => this.push(null));
+    stream.once('end', () => {
+      this.complete = true;
+      this.push(null);
+    });
     stream.once('error', (err) => this.destroy(err));
     stream.once('close', () => {
       if (!this.readableEnded && !this.destroyed && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR)
@@ -66,7 +71,10 @@ export class H2UpstreamResponse extends Readable implements UpstreamResponse {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    if (!this.stream.closed && !this.stream.destroyed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+    // Only a response cut short is reset: after its end the stream closes by itself, and a RST_STREAM for it would
+    // count against the peer's stream-reset rate limit (nghttp2 ends the session past 1,000).
+    if (!this.complete && !this.stream.closed && !this.stream.destroyed)
+      this.stream.close(http2.constants.NGHTTP2_CANCEL);
     cb(err);
   }
 }
