@@ -83,7 +83,7 @@ test('destroying a response before its end resets the stream (RST_STREAM CANCEL)
             assert.equal(st.rstCode, http2.constants.NGHTTP2_CANCEL);
             resolve();
           } catch (err) {
-            reject(err as Error);
+            reject(err);
           }
         });
       });
