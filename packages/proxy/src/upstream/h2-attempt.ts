@@ -102,18 +102,20 @@ export async function sendH2Attempt(
   const replayable = (): boolean => body === undefined || Buffer.isBuffer(body) || bodyless(body);
   for (let replay = 0; ; replay++) {
     if (signal?.aborted) return fail(failure('reset', 'downstream_disconnect'));
-    let lease;
-    try {
-      lease = await withDeadline(pool.acquire(target.host, target.port), deadline, signal);
-    } catch (err) {
-      if (err instanceof WaitEnded && err.why === 'deadline') {
-        manager.reportOutlier(cluster, ep, { kind: 'local', event: 'timeout' });
-        return fail(failure(timeoutKind, timeoutKind));
+    // Most requests find a session at once; only a connect is waited for (bounded by the deadline and `signal`).
+    let lease = pool.tryAcquire(target.host, target.port);
+    if (!lease)
+      try {
+        lease = await withDeadline(pool.acquire(target.host, target.port), deadline, signal);
+      } catch (err) {
+        if (err instanceof WaitEnded && err.why === 'deadline') {
+          manager.reportOutlier(cluster, ep, { kind: 'local', event: 'timeout' });
+          return fail(failure(timeoutKind, timeoutKind));
+        }
+        if (err instanceof WaitEnded) return fail(failure('reset', 'downstream_disconnect'));
+        manager.reportOutlier(cluster, ep, { kind: 'local', event: 'connect-failure' });
+        return fail(failure('connect-failure', err instanceof H2ConnectError ? err.code : String(err)));
       }
-      if (err instanceof WaitEnded) return fail(failure('reset', 'downstream_disconnect'));
-      manager.reportOutlier(cluster, ep, { kind: 'local', event: 'connect-failure' });
-      return fail(failure('connect-failure', err instanceof H2ConnectError ? err.code : String(err)));
-    }
     if (lease.kind === 'http1') {
       endHost(); // the HTTP/1.1 attempt counts the host itself
       return http1();

@@ -188,6 +188,29 @@ export class H2ConnectionPool {
   }
 
   /**
+   * tryAcquire is {@link H2ConnectionPool.acquire} without waiting: a lease when a session (or the HTTP/1.1 memory)
+   * can serve the request now, undefined when a connection must be opened first.
+   */
+  tryAcquire(host: string, port: number): H2Lease | undefined {
+    if (this.closed) return undefined;
+    const hp = this.hosts.get(`${host}:${port}`);
+    if (!hp) return undefined;
+    if (Date.now() < hp.http1Until) return { kind: 'http1' };
+    let best: PooledSession | undefined;
+    let any: PooledSession | undefined;
+    let live = 0;
+    for (const s of hp.sessions) {
+      if (!s.usable()) continue;
+      live++;
+      if (!any || s.active < any.active) any = s;
+      if (s.capacity() > 0 && (!best || s.active < best.active)) best = s;
+    }
+    if (best) return { kind: 'h2', session: best, fresh: false };
+    if (any && live >= this.opts.maxSessionsPerHost) return { kind: 'h2', session: any, fresh: false };
+    return undefined;
+  }
+
+  /**
    * acquire returns a session to `host:port` with room for a stream, opening one when needed, or `http1` when the
    * host answered ALPN with `http/1.1` lately. Rejects with {@link H2ConnectError} when a needed connection fails.
    */
