@@ -98,7 +98,7 @@ function holdUntil(app: TestApp, n: number): { peak: () => number } {
   return { peak: () => peak };
 }
 
-test('100 concurrent requests between proxies share at most 2 mTLS connections (h2 by ALPN)', async () => {
+test('100 concurrent requests between proxies share at most 2 mTLS connections (h2 by ALPN)', async (t) => {
   const cluster = client.sidecar.clusters.get(MUX_CLUSTER);
   assert.ok(cluster?.h2, 'the mTLS cluster negotiates HTTP/2 (auto_config)');
   assert.ok(cluster.config.transport_socket?.typed_config.common_tls_context.alpn_protocols?.includes('h2'));
@@ -115,6 +115,7 @@ test('100 concurrent requests between proxies share at most 2 mTLS connections (
   assert.equal(hold.peak(), 100, 'all 100 requests were at the app at the same time');
   const outbound = (await outboundHandshakes(client)) - out0;
   const inbound = (await inboundHandshakes(mux.pod)) - in0;
+  t.diagnostic(`100 concurrent requests: ${outbound} upstream and ${inbound} inbound TLS handshakes`);
   assert.ok(outbound <= 2, `client sidecar made ${outbound} upstream TLS handshakes`);
   assert.ok(inbound <= 2, `server sidecar accepted ${inbound} TLS handshakes`);
   assert.ok(cluster.h2.sessionCount() <= 2);
@@ -125,7 +126,7 @@ test('100 concurrent requests between proxies share at most 2 mTLS connections (
   );
 });
 
-test('with h2UpgradePolicy DO_NOT_UPGRADE the same load needs a connection per concurrent request', async () => {
+test('with h2UpgradePolicy DO_NOT_UPGRADE the same load needs a connection per concurrent request', async (t) => {
   // The contrast that shows the handshake count above measures multiplexing.
   apply(
     mesh,
@@ -151,6 +152,7 @@ spec:
     assert.match(r.stdout, /40 succeeded/, r.stdout + r.stderr);
     assert.equal(hold.peak(), 40);
     const outbound = (await outboundHandshakes(client)) - out0;
+    t.diagnostic(`40 concurrent requests over HTTP/1.1: ${outbound} upstream TLS handshakes`);
     assert.ok(outbound >= 39, `HTTP/1.1 upstream made ${outbound} handshakes for 40 concurrent requests`);
   } finally {
     remove(mesh, 'DestinationRule/default/mux-h1');
@@ -262,7 +264,7 @@ spec:
   assert.ok((await outboundHandshakes(client)) > out0, 'the client reconnected after GOAWAY');
 });
 
-test('a rapid-reset flood gets GOAWAY ENHANCE_YOUR_CALM and other connections keep being served', async () => {
+test('a rapid-reset flood gets GOAWAY ENHANCE_YOUR_CALM and other connections keep being served', async (t) => {
   const good = http2.connect(`http://${client.ip}:15001`);
   const bad = http2.connect(`http://${client.ip}:15001`);
   good.on('error', () => undefined);
@@ -303,6 +305,9 @@ test('a rapid-reset flood gets GOAWAY ENHANCE_YOUR_CALM and other connections ke
   await waitUntil(() => goaway !== undefined || bad.destroyed, 10_000, 'GOAWAY on the flooding connection');
   flooding = false;
   await background;
+  t.diagnostic(
+    `GOAWAY ${goaway} after ${sent} resets; ${goodResults.length + h1Results.length} requests on other connections`,
+  );
   assert.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   assert.ok(sent < 2000, `the flood was cut after ${sent} resets`);
   assert.ok((await counter(client, 'fedmesh_http2_flood_goaways_total')) > before);
