@@ -51,10 +51,9 @@ async function readPem(file: string, what: string): Promise<string> {
 /** readRoot reads `root-cert.pem` and `root-key.pem` from a directory made by `fedmesh ca root create`. */
 async function readRoot(dir: string): Promise<{ rootCertPem: string; rootKeyPem: string }> {
   const keyFile = path.join(dir, ROOT_FILES.key);
-  const [rootCertPem, rootKeyPem] = await Promise.all([
-    readPem(path.join(dir, ROOT_FILES.cert), 'the root certificate'),
-    readPem(keyFile, 'the root key'),
-  ]);
+  // In order, so a missing directory is always reported as its first file (Promise.all would race the two errors).
+  const rootCertPem = await readPem(path.join(dir, ROOT_FILES.cert), 'the root certificate');
+  const rootKeyPem = await readPem(keyFile, 'the root key');
   if (((await stat(keyFile)).mode & 0o077) !== 0) {
     console.error(`warning: ${keyFile} is readable by group or others; chmod 600 it`);
   }
