@@ -1,7 +1,13 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { shortTypeName } from '@fedmesh/api/xds';
 import { isWildcardType } from './cache.js';
+import {
+  ResponseUpdate,
+  typeStates,
+  type ClientSubscription,
+  type TypeState,
+  type UpdateHandler,
+} from './client-update.js';
 import {
   loadAdsGrpc,
   nodeToWire,
@@ -13,12 +19,7 @@ import {
 import type { XdsResourceType } from './resource-type.js';
 import type { XdsLogger } from './server.js';
 
-/**
- * UpdateHandler applies one accepted update of a type: every resource of the subscription, by name. It may
- * throw to refuse the update as a whole (the client then NACKs with the error's message and keeps nothing of
- * it). It must apply all or nothing.
- */
-export type UpdateHandler<T> = (resources: ReadonlyMap<string, T>, version: string) => void;
+export type { TypeState, UpdateHandler } from './client-update.js';
 
 /** AdsClientOptions configure an {@link AdsClient}. */
 export interface AdsClientOptions {
@@ -33,26 +34,9 @@ export interface AdsClientOptions {
   backoffMaxMs?: number;
 }
 
-interface Subscription {
-  type: XdsResourceType<unknown>;
-  names: string[];
-  handler: UpdateHandler<unknown>;
-  /** version and nonce are the last accepted (ACKed) version and the last nonce seen. */
-  version: string;
+/** Subscription is a SotW subscription: the shared state plus the last nonce seen. */
+interface Subscription extends ClientSubscription {
   nonce: string;
-  resources: Map<string, unknown>;
-  lastError?: string;
-  acceptedAt?: number;
-}
-
-/** TypeState is what the client holds for one type URL, for admin endpoints. */
-export interface TypeState {
-  typeUrl: string;
-  names: string[];
-  version: string;
-  resourceNames: string[];
-  lastError?: string;
-  acceptedAt?: number;
 }
 
 /**
@@ -110,17 +94,7 @@ export class AdsClient extends EventEmitter {
 
   /** state returns what the client holds per type URL. */
   state(): TypeState[] {
-    return [...this.subs.values()].map((s) => {
-      const t: TypeState = {
-        typeUrl: s.type.typeUrl,
-        names: s.names,
-        version: s.version,
-        resourceNames: [...s.resources.keys()],
-      };
-      if (s.lastError !== undefined) t.lastError = s.lastError;
-      if (s.acceptedAt !== undefined) t.acceptedAt = s.acceptedAt;
-      return t;
-    });
+    return typeStates(this.subs.values());
   }
 
   /** resources returns the accepted resources of a type (empty map when none). */
@@ -210,48 +184,13 @@ export class AdsClient extends EventEmitter {
       return;
     }
     sub.nonce = resp.nonce;
-    const errors: string[] = [];
-    const next = isWildcardType(sub.type.typeUrl) ? new Map<string, unknown>() : new Map(sub.resources);
-    const seen = new Set<string>();
-    for (const any of resp.resources ?? []) {
-      if (any.type_url !== sub.type.typeUrl) {
-        errors.push(`resource of type ${any.type_url} in a ${sub.type.typeUrl} response`);
-        continue;
-      }
-      let result;
-      try {
-        result = sub.type.decode(any);
-      } catch (err) {
-        result = { name: '?', error: `decoder failed: ${(err as Error).message}` };
-      }
-      if ('error' in result) errors.push(`${result.name}: ${result.error}`);
-      else if (seen.has(result.name)) errors.push(`${result.name}: duplicate resource name`);
-      else {
-        seen.add(result.name);
-        next.set(result.name, result.value);
-      }
-    }
-    if (errors.length === 0) {
-      try {
-        sub.handler(next, resp.version_info);
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
-    const type = shortTypeName(sub.type.typeUrl);
-    if (errors.length > 0) {
-      const message = errors.join('; ');
-      sub.lastError = message;
-      this.opts.log?.warn({ type, version: resp.version_info, message }, 'NACK: keeping last good config');
-      this.sendRequest(sub, message);
-      this.emit('nack', sub.type.typeUrl, resp.version_info, message);
-      return;
-    }
-    sub.resources = next;
-    sub.version = resp.version_info;
-    sub.acceptedAt = Date.now();
-    delete sub.lastError;
-    this.sendRequest(sub);
-    this.emit('ack', sub.type.typeUrl, resp.version_info);
+    const update = new ResponseUpdate(sub, isWildcardType(sub.type.typeUrl) ? new Map() : sub.resources);
+    for (const any of resp.resources ?? []) update.add(any);
+    update.settle(resp.version_info, {
+      log: this.opts.log,
+      events: this,
+      ack: () => this.sendRequest(sub),
+      nack: (message) => this.sendRequest(sub, message),
+    });
   }
 }

@@ -1,8 +1,14 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { shortTypeName } from '@fedmesh/api/xds';
 import { isWildcardType } from './cache.js';
-import type { AdsClientOptions, TypeState, UpdateHandler } from './client.js';
+import type { AdsClientOptions } from './client.js';
+import {
+  ResponseUpdate,
+  typeStates,
+  type ClientSubscription,
+  type TypeState,
+  type UpdateHandler,
+} from './client-update.js';
 import {
   loadAdsGrpc,
   nodeToWire,
@@ -12,20 +18,12 @@ import {
 } from './grpc-service.js';
 import type { XdsResourceType } from './resource-type.js';
 
-interface DeltaSub {
-  type: XdsResourceType<unknown>;
-  /** names are the explicit names; empty for LDS/CDS means wildcard. */
-  names: string[];
-  handler: UpdateHandler<unknown>;
-  resources: Map<string, unknown>;
+/** DeltaSub is a Delta subscription: the shared state plus per-resource versions and whether it was sent. */
+interface DeltaSub extends ClientSubscription {
   /** versions are the per-resource versions of the accepted resources (sent as initial_resource_versions). */
   versions: Map<string, string>;
-  /** version is the system_version_info of the last accepted response. */
-  version: string;
   /** sent is true once this stream has carried the type's first request. */
   sent: boolean;
-  lastError?: string;
-  acceptedAt?: number;
 }
 
 function wildcard(sub: DeltaSub): boolean {
@@ -103,17 +101,7 @@ export class DeltaAdsClient extends EventEmitter {
 
   /** state returns what the client holds per type URL (`version` is the last accepted `system_version_info`). */
   state(): TypeState[] {
-    return [...this.subs.values()].map((s) => {
-      const t: TypeState = {
-        typeUrl: s.type.typeUrl,
-        names: s.names,
-        version: s.version,
-        resourceNames: [...s.resources.keys()],
-      };
-      if (s.lastError !== undefined) t.lastError = s.lastError;
-      if (s.acceptedAt !== undefined) t.acceptedAt = s.acceptedAt;
-      return t;
-    });
+    return typeStates(this.subs.values());
   }
 
   /** resources returns the accepted resources of a type (empty map when none). */
@@ -211,66 +199,35 @@ export class DeltaAdsClient extends EventEmitter {
       this.opts.log?.warn({ typeUrl: resp.type_url }, 'delta response for a type not subscribed; ignored');
       return;
     }
-    const errors: string[] = [];
-    const next = new Map(sub.resources);
+    const update = new ResponseUpdate(sub, sub.resources);
     const versions = new Map(sub.versions);
-    const seen = new Set<string>();
     for (const r of resp.resources ?? []) {
       if (!r.resource) {
         // A Resource without a body says the name does not exist (Envoy's "resource does not exist").
-        next.delete(r.name);
+        update.next.delete(r.name);
         versions.delete(r.name);
         continue;
       }
-      if (r.resource.type_url !== sub.type.typeUrl) {
-        errors.push(`${r.name}: resource of type ${r.resource.type_url} in a ${sub.type.typeUrl} response`);
-        continue;
-      }
-      let result;
-      try {
-        result = sub.type.decode(r.resource);
-      } catch (err) {
-        result = { name: r.name, error: `decoder failed: ${(err as Error).message}` };
-      }
-      if ('error' in result) errors.push(`${result.name}: ${result.error}`);
-      else if (result.name !== r.name) errors.push(`${r.name}: resource is named ${result.name}`);
-      else if (seen.has(result.name)) errors.push(`${result.name}: duplicate resource name`);
-      else {
-        seen.add(result.name);
-        next.set(result.name, result.value);
-        versions.set(result.name, r.version);
-      }
+      const name = update.add(r.resource, r);
+      if (name !== undefined) versions.set(name, r.version);
     }
     for (const n of resp.removed_resources ?? []) {
-      next.delete(n);
+      update.next.delete(n);
       versions.delete(n);
     }
-    if (errors.length === 0) {
-      try {
-        sub.handler(next, resp.system_version_info);
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
-    const type = shortTypeName(sub.type.typeUrl);
-    if (errors.length > 0) {
-      const message = errors.join('; ');
-      sub.lastError = message;
-      this.opts.log?.warn({ type, version: resp.system_version_info, message }, 'NACK: keeping last good config');
-      this.write({
-        type_url: sub.type.typeUrl,
-        response_nonce: resp.nonce,
-        error_detail: { code: grpc.status.INVALID_ARGUMENT, message },
-      });
-      this.emit('nack', sub.type.typeUrl, resp.system_version_info, message);
-      return;
-    }
-    sub.resources = next;
-    sub.versions = versions;
-    sub.version = resp.system_version_info;
-    sub.acceptedAt = Date.now();
-    delete sub.lastError;
-    this.write({ type_url: sub.type.typeUrl, response_nonce: resp.nonce });
-    this.emit('ack', sub.type.typeUrl, resp.system_version_info);
+    update.settle(resp.system_version_info, {
+      log: this.opts.log,
+      events: this,
+      ack: () => {
+        sub.versions = versions;
+        this.write({ type_url: sub.type.typeUrl, response_nonce: resp.nonce });
+      },
+      nack: (message) =>
+        this.write({
+          type_url: sub.type.typeUrl,
+          response_nonce: resp.nonce,
+          error_detail: { code: grpc.status.INVALID_ARGUMENT, message },
+        }),
+    });
   }
 }
