@@ -8,31 +8,12 @@ import {
   type TypeState,
   type UpdateHandler,
 } from './client-update.js';
-import {
-  loadAdsGrpc,
-  nodeToWire,
-  type AdsServiceClient,
-  type WireDiscoveryRequest,
-  type WireDiscoveryResponse,
-  type XdsNode,
-} from './grpc-service.js';
+import { ClientStream, type AdsClientOptions } from './client-stream.js';
+import type { WireDiscoveryRequest, WireDiscoveryResponse } from './grpc-service.js';
 import type { XdsResourceType } from './resource-type.js';
-import type { XdsLogger } from './server.js';
 
+export type { AdsClientOptions } from './client-stream.js';
 export type { TypeState, UpdateHandler } from './client-update.js';
-
-/** AdsClientOptions configure an {@link AdsClient}. */
-export interface AdsClientOptions {
-  /** address is `host:port` of the ADS server. */
-  address: string;
-  credentials: grpc.ChannelCredentials;
-  node: XdsNode;
-  channelOptions?: grpc.ChannelOptions;
-  log?: XdsLogger;
-  /** backoffBaseMs and backoffMaxMs bound the reconnect delay (full jitter); defaults 250 ms and 15,000 ms. */
-  backoffBaseMs?: number;
-  backoffMaxMs?: number;
-}
 
 /** Subscription is a SotW subscription: the shared state plus the last nonce seen. */
 interface Subscription extends ClientSubscription {
@@ -50,17 +31,24 @@ interface Subscription extends ClientSubscription {
 export class AdsClient extends EventEmitter {
   private readonly opts: AdsClientOptions;
   private readonly subs = new Map<string, Subscription>();
-  private client: AdsServiceClient | undefined;
-  private call: grpc.ClientDuplexStream<WireDiscoveryRequest, WireDiscoveryResponse> | undefined;
-  private sentNode = false;
-  private attempt = 0;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = true;
+  private readonly stream: ClientStream<WireDiscoveryRequest, WireDiscoveryResponse>;
 
   /** constructor only stores options; no I/O happens before {@link AdsClient.start}. */
   constructor(opts: AdsClientOptions) {
     super();
     this.opts = opts;
+    this.stream = new ClientStream(opts, 'ads', {
+      open: (client) => client.StreamAggregatedResources(),
+      onConnected: () => {
+        this.emit('connected');
+        for (const sub of this.subs.values()) {
+          sub.nonce = '';
+          this.sendRequest(sub);
+        }
+      },
+      onResponse: (resp) => this.onResponse(resp),
+      onDisconnected: (why) => this.emit('disconnected', why),
+    });
   }
 
   /**
@@ -104,77 +92,23 @@ export class AdsClient extends EventEmitter {
 
   /** start opens the stream; the client reconnects until `signal` aborts or {@link AdsClient.close} is called. */
   start(signal?: AbortSignal): void {
-    this.stopped = false;
-    signal?.addEventListener('abort', () => this.close(), { once: true });
-    const { Client } = loadAdsGrpc();
-    this.client = new Client(this.opts.address, this.opts.credentials, {
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      ...this.opts.channelOptions,
-    });
-    this.connect();
+    this.stream.start(signal);
   }
 
   /** close ends the stream and stops reconnecting. */
   close(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.call?.cancel();
-    this.call = undefined;
-    this.client?.close();
-    this.client = undefined;
-  }
-
-  private connect(): void {
-    if (this.stopped || !this.client) return;
-    const call = this.client.StreamAggregatedResources();
-    this.call = call;
-    this.sentNode = false;
-    let ended = false;
-    const onEnd = (why: string): void => {
-      if (ended) return;
-      ended = true;
-      if (this.call === call) this.call = undefined;
-      this.emit('disconnected', why);
-      if (this.stopped) return;
-      const base = this.opts.backoffBaseMs ?? 250;
-      const max = this.opts.backoffMaxMs ?? 15_000;
-      const delay = Math.random() * Math.min(max, base * 2 ** this.attempt);
-      this.attempt = Math.min(this.attempt + 1, 16);
-      this.opts.log?.warn({ why, delayMs: Math.round(delay) }, 'ads stream lost; reconnecting');
-      this.timer = setTimeout(() => this.connect(), delay);
-    };
-    call.on('data', (resp: WireDiscoveryResponse) => {
-      this.attempt = 0;
-      this.onResponse(resp);
-    });
-    call.on('error', (err: Error) => onEnd(err.message));
-    call.on('end', () => onEnd('stream ended by server'));
-    call.on('status', (s: grpc.StatusObject) => {
-      if (s.code !== grpc.status.OK) onEnd(s.details);
-    });
-    this.emit('connected');
-    for (const sub of this.subs.values()) {
-      sub.nonce = '';
-      this.sendRequest(sub);
-    }
+    this.stream.close();
   }
 
   private sendRequest(sub: Subscription, errorDetail?: string): void {
-    const call = this.call;
-    if (!call) return;
     const req: WireDiscoveryRequest = {
       type_url: sub.type.typeUrl,
       version_info: sub.version,
       resource_names: sub.names,
       response_nonce: sub.nonce,
     };
-    if (!this.sentNode) {
-      req.node = nodeToWire(this.opts.node);
-      this.sentNode = true;
-    }
     if (errorDetail !== undefined) req.error_detail = { code: grpc.status.INVALID_ARGUMENT, message: errorDetail };
-    call.write(req);
+    this.stream.write(req);
   }
 
   private onResponse(resp: WireDiscoveryResponse): void {

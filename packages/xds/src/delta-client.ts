@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { isWildcardType } from './cache.js';
-import type { AdsClientOptions } from './client.js';
+import { ClientStream, type AdsClientOptions } from './client-stream.js';
 import {
   ResponseUpdate,
   typeStates,
@@ -9,13 +9,7 @@ import {
   type TypeState,
   type UpdateHandler,
 } from './client-update.js';
-import {
-  loadAdsGrpc,
-  nodeToWire,
-  type AdsServiceClient,
-  type WireDeltaDiscoveryRequest,
-  type WireDeltaDiscoveryResponse,
-} from './grpc-service.js';
+import type { WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse } from './grpc-service.js';
 import type { XdsResourceType } from './resource-type.js';
 
 /** DeltaSub is a Delta subscription: the shared state plus per-resource versions and whether it was sent. */
@@ -44,17 +38,24 @@ function wildcard(sub: DeltaSub): boolean {
 export class DeltaAdsClient extends EventEmitter {
   private readonly opts: AdsClientOptions;
   private readonly subs = new Map<string, DeltaSub>();
-  private client: AdsServiceClient | undefined;
-  private call: grpc.ClientDuplexStream<WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse> | undefined;
-  private sentNode = false;
-  private attempt = 0;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = true;
+  private readonly stream: ClientStream<WireDeltaDiscoveryRequest, WireDeltaDiscoveryResponse>;
 
   /** constructor only stores options; no I/O happens before {@link DeltaAdsClient.start}. */
   constructor(opts: AdsClientOptions) {
     super();
     this.opts = opts;
+    this.stream = new ClientStream(opts, 'delta ads', {
+      open: (client) => client.DeltaAggregatedResources(),
+      onConnected: () => {
+        this.emit('connected');
+        for (const sub of this.subs.values()) {
+          sub.sent = false;
+          this.sendInitial(sub);
+        }
+      },
+      onResponse: (resp) => this.onResponse(resp),
+      onDisconnected: (why) => this.emit('disconnected', why),
+    });
   }
 
   /**
@@ -96,7 +97,7 @@ export class DeltaAdsClient extends EventEmitter {
           prev.versions.delete(n);
         }
     if (!prev.sent) return; // the first request will carry the whole subscription
-    this.write({ type_url: type.typeUrl, resource_names_subscribe: add, resource_names_unsubscribe: drop });
+    this.stream.write({ type_url: type.typeUrl, resource_names_subscribe: add, resource_names_unsubscribe: drop });
   }
 
   /** state returns what the client holds per type URL (`version` is the last accepted `system_version_info`). */
@@ -116,81 +117,23 @@ export class DeltaAdsClient extends EventEmitter {
 
   /** start opens the stream; the client reconnects until `signal` aborts or {@link DeltaAdsClient.close} is called. */
   start(signal?: AbortSignal): void {
-    this.stopped = false;
-    signal?.addEventListener('abort', () => this.close(), { once: true });
-    const { Client } = loadAdsGrpc();
-    this.client = new Client(this.opts.address, this.opts.credentials, {
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      ...this.opts.channelOptions,
-    });
-    this.connect();
+    this.stream.start(signal);
   }
 
   /** close ends the stream and stops reconnecting. */
   close(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.call?.cancel();
-    this.call = undefined;
-    this.client?.close();
-    this.client = undefined;
-  }
-
-  private connect(): void {
-    if (this.stopped || !this.client) return;
-    const call = this.client.DeltaAggregatedResources();
-    this.call = call;
-    this.sentNode = false;
-    let ended = false;
-    const onEnd = (why: string): void => {
-      if (ended) return;
-      ended = true;
-      if (this.call === call) this.call = undefined;
-      this.emit('disconnected', why);
-      if (this.stopped) return;
-      const base = this.opts.backoffBaseMs ?? 250;
-      const max = this.opts.backoffMaxMs ?? 15_000;
-      const delay = Math.random() * Math.min(max, base * 2 ** this.attempt);
-      this.attempt = Math.min(this.attempt + 1, 16);
-      this.opts.log?.warn({ why, delayMs: Math.round(delay) }, 'delta ads stream lost; reconnecting');
-      this.timer = setTimeout(() => this.connect(), delay);
-    };
-    call.on('data', (resp: WireDeltaDiscoveryResponse) => {
-      this.attempt = 0;
-      this.onResponse(resp);
-    });
-    call.on('error', (err: Error) => onEnd(err.message));
-    call.on('end', () => onEnd('stream ended by server'));
-    call.on('status', (s: grpc.StatusObject) => {
-      if (s.code !== grpc.status.OK) onEnd(s.details);
-    });
-    this.emit('connected');
-    for (const sub of this.subs.values()) {
-      sub.sent = false;
-      this.sendInitial(sub);
-    }
+    this.stream.close();
   }
 
   private sendInitial(sub: DeltaSub): void {
-    if (!this.call) return;
+    if (!this.stream.connected) return;
     const req: WireDeltaDiscoveryRequest = {
       type_url: sub.type.typeUrl,
       resource_names_subscribe: wildcard(sub) ? ['*'] : sub.names,
     };
     if (sub.versions.size > 0) req.initial_resource_versions = Object.fromEntries(sub.versions);
     sub.sent = true;
-    this.write(req);
-  }
-
-  private write(req: WireDeltaDiscoveryRequest): void {
-    const call = this.call;
-    if (!call) return;
-    if (!this.sentNode) {
-      req.node = nodeToWire(this.opts.node);
-      this.sentNode = true;
-    }
-    call.write(req);
+    this.stream.write(req);
   }
 
   private onResponse(resp: WireDeltaDiscoveryResponse): void {
@@ -220,10 +163,10 @@ export class DeltaAdsClient extends EventEmitter {
       events: this,
       ack: () => {
         sub.versions = versions;
-        this.write({ type_url: sub.type.typeUrl, response_nonce: resp.nonce });
+        this.stream.write({ type_url: sub.type.typeUrl, response_nonce: resp.nonce });
       },
       nack: (message) =>
-        this.write({
+        this.stream.write({
           type_url: sub.type.typeUrl,
           response_nonce: resp.nonce,
           error_detail: { code: grpc.status.INVALID_ARGUMENT, message },
