@@ -18,5 +18,6 @@ export * from './schemas/destination-rule.js';
 export * from './schemas/gateway.js';
 export * from './schemas/service-entry.js';
 export * from './schemas/security.js';
+export * from './schemas/secret.js';
 export * from './schemas/resource.js';
 export * from './vm.js';

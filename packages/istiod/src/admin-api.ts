@@ -7,6 +7,7 @@ import type { LocalTokenAuthenticator } from './ca/index.js';
 import { loadManifestText } from './config/file-source.js';
 import { configKey, type ConfigStore, type StoredObject } from './config/store.js';
 import type { DiscoveryServer } from './discovery.js';
+import { redactConfigObject, redactXdsResource } from './generators/ingress-redact.js';
 import type { IstiodMetrics } from './metrics.js';
 import type { VmAdmin } from './vm/index.js';
 import type { TrustAdmin } from './trust/admin.js';
@@ -143,7 +144,7 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
           : json(res, 200, status);
       }
       case 'GET /debug/configz':
-        return json(res, 200, deps.store.list());
+        return json(res, 200, deps.store.list().map(redactConfigObject));
       case 'GET /debug/config_dump': {
         const id = url.searchParams.get('proxyID') ?? '';
         const snap = deps.discovery.snapshotFor(id);
@@ -152,7 +153,7 @@ export function createAdminApi(deps: AdminApiDeps): http.Server {
         for (const t of TYPE_URL_ORDER)
           out[shortTypeName(t)] = {
             version: snap.version(t),
-            resources: [...snap.resources(t).values()].map((a) => decodeAny(a)),
+            resources: [...snap.resources(t).values()].map((a) => redactXdsResource(decodeAny(a))),
           };
         return json(res, 200, out);
       }

@@ -7,6 +7,7 @@ import {
   type GatewayObject,
   type ServiceObject,
   type PeerAuthenticationObject,
+  type TlsSecretObject,
   type VirtualServiceObject,
 } from './model/config.js';
 import type { MeshService, ServiceInstance, ServiceRegistry } from './model/service.js';
@@ -45,6 +46,16 @@ export function visibleTo(exportTo: readonly string[] | undefined, ownerNs: stri
 }
 
 /**
+ * gatewayKey resolves a Gateway reference as written in a VirtualService (`gateways`, `match[].gateways`):
+ * `<namespace>/<name>` as is, a short `<name>` in the VirtualService's namespace `vsNamespace` (Istio's rule).
+ * The reserved `mesh` stays `mesh`.
+ */
+export function gatewayKey(ref: string, vsNamespace: string): string {
+  if (ref === 'mesh' || ref.includes('/')) return ref;
+  return `${vsNamespace}/${ref}`;
+}
+
+/**
  * PushContext is an immutable view of the mesh for one push (Istio's `PushContext`): services from every
  * registry, VirtualServices and DestinationRules indexed by host, the trust bundle, and the settings. Generators
  * read only from it, so a push never sees a half-applied change.
@@ -67,6 +78,8 @@ export class PushContext {
   readonly authorizationPolicies: readonly AuthorizationPolicyObject[];
   /** peerAuthentications are the PeerAuthentications, oldest first (the oldest wins a tie, as in Istio). */
   readonly peerAuthentications: readonly PeerAuthenticationObject[];
+  /** tlsSecrets are the `kubernetes.io/tls` Secrets by `<namespace>/<name>` (Gateway `credentialName`s). */
+  private readonly tlsSecrets = new Map<string, TlsSecretObject>();
   private readonly instanceCache = new Map<string, ServiceInstance[]>();
   private byAddress: Map<string, ServiceInstance[]> | undefined;
 
@@ -106,6 +119,29 @@ export class PushContext {
     this.peerAuthentications = store
       .list<PeerAuthenticationObject & StoredObject>('PeerAuthentication')
       .sort(byCreation);
+    for (const s of store.list<TlsSecretObject & StoredObject>('Secret'))
+      this.tlsSecrets.set(`${namespaceOf(s)}/${s.metadata.name}`, s);
+  }
+
+  /**
+   * tlsSecret returns the `kubernetes.io/tls` Secret `name` in `namespace` (a Gateway server's `credentialName`,
+   * looked up in the gateway workload's namespace as Istio does), or undefined.
+   */
+  tlsSecret(namespace: string, name: string): TlsSecretObject | undefined {
+    return this.tlsSecrets.get(`${namespace}/${name}`);
+  }
+
+  /**
+   * virtualServicesForGateway returns the VirtualServices visible from `namespace` (`exportTo`) that bind the
+   * Gateway `gateway` (`<namespace>/<name>`) in their `gateways` field, oldest first. A short name there is
+   * resolved in the VirtualService's own namespace; `mesh` binds no Gateway.
+   */
+  virtualServicesForGateway(gateway: string, namespace: string): VirtualServiceObject[] {
+    return this.vs.filter((v) => {
+      const ns = namespaceOf(v);
+      if (!visibleTo(v.spec.exportTo, ns, namespace)) return false;
+      return (v.spec.gateways ?? []).some((g) => gatewayKey(g, ns) === gateway);
+    });
   }
 
   /** service returns a service by hostname. */

@@ -10,6 +10,7 @@ import { GatewaySpecSchema } from './gateway.js';
 import { describeValue, meshErrorMap, toValidationIssues } from './issues.js';
 import { DeploymentSpecSchema, PodSpecSchema, PodStatusSchema, ServiceSpecSchema } from './k8s.js';
 import { AuthorizationPolicySpecSchema, PeerAuthenticationSpecSchema } from './security.js';
+import { TLS_SECRET_TYPE, TlsSecretSchema, type TlsSecret } from './secret.js';
 import { ServiceEntrySpecSchema, WorkloadEntrySpecSchema, WorkloadGroupSpecSchema } from './service-entry.js';
 import { VirtualServiceSpecSchema } from './virtual-service.js';
 
@@ -158,7 +159,8 @@ export type Pod = z.infer<typeof PodSchema>;
 /**
  * MeshResource is any resource fedmesh understands, discriminated by `kind`: the Istio kinds
  * VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, PeerAuthentication,
- * AuthorizationPolicy, and the Kubernetes kinds Service, ServiceAccount, Deployment, Pod.
+ * AuthorizationPolicy, and the Kubernetes kinds Service, ServiceAccount, Deployment, Pod and Secret (type
+ * `kubernetes.io/tls` only: Gateway `credentialName`s).
  */
 export type MeshResource =
   | VirtualService
@@ -172,7 +174,8 @@ export type MeshResource =
   | Service
   | ServiceAccount
   | Deployment
-  | Pod;
+  | Pod
+  | TlsSecret;
 
 /** MeshResourceKind is the `kind` of a {@link MeshResource}, e.g. `'VirtualService'`. */
 export type MeshResourceKind = MeshResource['kind'];
@@ -216,6 +219,7 @@ export const MESH_RESOURCE_KINDS: Readonly<Record<MeshResourceKind, ResourceKind
   ServiceAccount: { group: '', versions: ['v1'], plural: 'serviceaccounts', schema: ServiceAccountSchema },
   Deployment: { group: 'apps', versions: ['v1'], plural: 'deployments', schema: DeploymentSchema },
   Pod: { group: '', versions: ['v1'], plural: 'pods', schema: PodSchema },
+  Secret: { group: '', versions: ['v1'], plural: 'secrets', schema: TlsSecretSchema },
 });
 
 /** resourceKey returns the identity of a resource as `kind/namespace/name`, e.g. `VirtualService/default/reviews`. */
@@ -301,6 +305,16 @@ export function validateResource(obj: unknown): ValidateResult {
       code: ErrorCode.UNSUPPORTED,
       severity: 'warning',
       issues: [{ path: '', message: `unsupported kind ${kind} (apiVersion ${apiVersion}); skipped` }],
+      ...id,
+    };
+  }
+  if (kind === 'Secret' && obj.type !== TLS_SECRET_TYPE) {
+    const type = typeof obj.type === 'string' ? obj.type : 'Opaque';
+    return {
+      ok: false,
+      code: ErrorCode.UNSUPPORTED,
+      severity: 'warning',
+      issues: [{ path: 'type', message: `Secret of type ${type} is not read (only ${TLS_SECRET_TYPE}); skipped` }],
       ...id,
     };
   }

@@ -76,7 +76,7 @@ export function passthroughListeners(push: PushContext, proxy: ProxyModel, warni
     gw.spec.servers.forEach((server, idx) => {
       if (server.tls?.mode !== 'AUTO_PASSTHROUGH') {
         warnings.push(
-          `Gateway ${gwNs}/${gw.metadata.name} servers[${idx}]: only TLS AUTO_PASSTHROUGH is served by gateway proxies; server left out`,
+          `Gateway ${gwNs}/${gw.metadata.name} servers[${idx}]: only TLS AUTO_PASSTHROUGH is served by east-west gateway proxies (ingress-mode gateways serve HTTP and HTTPS); server left out`,
         );
         return;
       }

@@ -75,3 +75,21 @@ export {
   proxylessRouteName,
   PROXYLESS_DEFAULT_RETRY,
 } from './proxyless-rds.js';
+export {
+  generateIngressClusters,
+  generateIngressEndpoints,
+  generateIngressListeners,
+  generateIngressRoutes,
+  generateIngressSecrets,
+  ingressListenerName,
+} from './ingress.js';
+export {
+  boundHosts,
+  credentialSdsName,
+  httpRouteName,
+  httpsRouteName,
+  ingressPorts,
+  intersectHosts,
+  type IngressPort,
+  type IngressServer,
+} from './ingress-servers.js';

@@ -3,7 +3,7 @@ import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute, type HeaderMatc
 import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import { isHttpProtocol, type MeshService, type ServicePort } from '../model/service.js';
-import type { PushContext } from '../push-context.js';
+import { gatewayKey, type PushContext } from '../push-context.js';
 import { effectivePolicy } from './cds.js';
 import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
 import { hashPolicy } from './traffic-policy.js';
@@ -294,18 +294,19 @@ function translateRoute(
   return route;
 }
 
-function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number): boolean {
+function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number, vsNs: string, gateway: string): boolean {
   if (m.port !== undefined && m.port !== port) return false;
   if (m.sourceLabels && !matchesLabels(m.sourceLabels, proxy.labels)) return false;
   if (m.sourceNamespace !== undefined && m.sourceNamespace !== proxy.namespace) return false;
-  if (m.gateways && m.gateways.length > 0 && !m.gateways.includes('mesh')) return false;
+  if (m.gateways && m.gateways.length > 0 && !m.gateways.some((g) => gatewayKey(g, vsNs) === gateway)) return false;
   return true;
 }
 
 /**
  * virtualServiceRoutes translates a VirtualService's `http` routes for one service port as seen by one proxy
  * (Istio's `BuildHTTPRoutesForVirtualService`): each `match` becomes its own Envoy route in order; matches that
- * name another port, other source labels or namespace, or only non-mesh gateways are skipped for this proxy.
+ * name another port, other source labels or namespace, or `gateways` other than `gateway` are skipped for this
+ * proxy. `gateway` is `mesh` for sidecars, or the `<namespace>/<name>` of the Gateway an ingress route serves.
  */
 export function virtualServiceRoutes(
   push: PushContext,
@@ -313,6 +314,7 @@ export function virtualServiceRoutes(
   proxy: ProxyModel,
   port: number,
   warnings: string[],
+  gateway = 'mesh',
 ): object[] {
   const out: object[] = [];
   (vs.spec.http ?? []).forEach((r, i) => {
@@ -324,7 +326,7 @@ export function virtualServiceRoutes(
     }
     const matches = r.match && r.match.length > 0 ? r.match : [undefined];
     matches.forEach((m, j) => {
-      if (m && !matchApplies(m, proxy, port)) return;
+      if (m && !matchApplies(m, proxy, port, namespaceOf(vs), gateway)) return;
       out.push(translateRoute(push, proxy, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings));
     });
   });

@@ -6,6 +6,7 @@ import type {
   PodSpec,
   PodStatus,
   ServiceSpec,
+  TlsSecret,
   VirtualServiceSpec,
 } from '@fedmesh/api';
 
@@ -48,3 +49,7 @@ export function namespaceOf(o: { metadata: ObjectMetadata }): string {
 export type AuthorizationPolicyObject = ConfigObject<AuthorizationPolicySpec>;
 /** PeerAuthenticationObject is a stored `security.istio.io` PeerAuthentication. */
 export type PeerAuthenticationObject = ConfigObject<PeerAuthenticationSpec>;
+/** TlsSecretObject is a stored Kubernetes `v1` Secret of type `kubernetes.io/tls` (key material: never log it). */
+export type TlsSecretObject = Pick<TlsSecret, 'apiVersion' | 'kind' | 'type' | 'data' | 'stringData'> & {
+  metadata: ObjectMetadata;
+};

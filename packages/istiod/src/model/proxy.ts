@@ -22,7 +22,19 @@ export interface ProxyModel {
    * redirects to 15001/15006 (transparent capture); `NONE` (also when absent or unknown) for explicit mode.
    */
   interceptionMode?: InterceptionMode;
+  /**
+   * gatewayMode is what a `router` proxy serves, from the Node metadata `FEDMESH_GATEWAY_MODE`: `east-west` (the
+   * default, also when absent: TLS AUTO_PASSTHROUGH servers on 15443) or `ingress` (HTTP and TLS-terminating
+   * servers: `fedmesh gateway --mode ingress`, docs/adr/0018).
+   */
+  gatewayMode?: GatewayMode;
 }
+
+/** GatewayMode is the kind of Gateway servers a `router` proxy serves (see {@link ProxyModel.gatewayMode}). */
+export type GatewayMode = 'east-west' | 'ingress';
+
+/** GATEWAY_MODE_METADATA is the Node metadata key a gateway proxy announces its {@link GatewayMode} with. */
+export const GATEWAY_MODE_METADATA = 'FEDMESH_GATEWAY_MODE';
 
 /** InterceptionMode is how traffic reaches a sidecar: explicitly (`NONE`) or redirected by iptables (`REDIRECT`). */
 export type InterceptionMode = 'NONE' | 'REDIRECT';
@@ -58,6 +70,7 @@ export function parseProxyNode(node: XdsNode): ProxyModel {
     clusterId: str('CLUSTER_ID') ?? 'Kubernetes',
     locality: proxyLocality(node, labels),
     interceptionMode: str('INTERCEPTION_MODE') === 'REDIRECT' ? 'REDIRECT' : 'NONE',
+    ...(type === 'router' ? { gatewayMode: str(GATEWAY_MODE_METADATA) === 'ingress' ? 'ingress' : 'east-west' } : {}),
   };
 }
 
