@@ -144,7 +144,13 @@ export class CertificateAuthority {
         throw new PkiError('CA_FILES_MISSING', `cannot read ${file} in ${dir}`, { cause: err });
       }
     };
-    const [caCertPem, caKeyPem, rootCertPem, certChainPem] = await Promise.all(PLUGGED_CA_FILES.map(read));
+    // Settled in file order, so the error reported is always the first missing file's (Promise.all would race them).
+    const settled = await Promise.allSettled(PLUGGED_CA_FILES.map(read));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [caCertPem, caKeyPem, rootCertPem, certChainPem] = settled.map((r) =>
+      r.status === 'fulfilled' ? r.value : '',
+    );
     const ca = CertificateAuthority.fromPem(
       {
         caCertPem: caCertPem ?? '',
