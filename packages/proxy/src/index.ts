@@ -8,6 +8,7 @@ export * from './metrics.js';
 export * from './route-table.js';
 export * from './secrets.js';
 export * from './filters/rbac.js';
+export * from './filters/network-rbac.js';
 export * from './http/framing.js';
 export * from './http/normalize.js';
 export * from './http/request-guard.js';

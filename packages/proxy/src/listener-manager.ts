@@ -28,6 +28,7 @@ import { selectAlpn, serveHttpConnection } from './http2/dispatch.js';
 import { connectionSocket, type DownstreamHttp2 } from './http2/h2-server.js';
 import { createUpgradeHandler } from './websocket/upgrade.js';
 import { passthroughTls, serveTcpChain, type SidecarTcpDeps } from './tcp/sidecar-tcp.js';
+import { networkRbacOf } from './filters/network-rbac.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
 export interface ListenerLimits {
@@ -309,7 +310,7 @@ export class ListenerManager {
         alpn: chainAlpn(chain, hcm),
       };
       const tcp = tcpProxyOf(chain);
-      if (tcp) runtime.tcp = { proxy: tcp, deps: this.tcpDeps(direction) };
+      if (tcp) runtime.tcp = { proxy: tcp, deps: { ...this.tcpDeps(direction), networkRbac: networkRbacOf(chain) } };
       return runtime;
     });
     entry.guards = guards;

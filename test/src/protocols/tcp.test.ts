@@ -1,9 +1,9 @@
 /**
  * Raw TCP and TLS passthrough through real sidecars. A `tcp-…` port gets a per-port outbound listener on the
  * client sidecar; bytes go over mTLS to the server sidecar's inbound tcp_proxy chain and on to the app, half-close
- * included, and both sidecars count them in `istio_tcp_*`. A workload with an AuthorizationPolicy gets no TCP
- * chain (fail closed). TLS ports (ServiceEntry `protocol: TLS`) pass the app's TLS through by SNI: curl verifies the
- * destination's own certificate, an unknown SNI is refused, and a VirtualService `tls` route redirects by `sniHosts`.
+ * included, and both sidecars count them in `istio_tcp_*` (AuthorizationPolicy on TCP: tcp-authz.test.ts). TLS
+ * ports (ServiceEntry `protocol: TLS`) pass the app's TLS through by SNI: curl verifies the destination's own
+ * certificate, an unknown SNI is refused, and a VirtualService `tls` route redirects by `sniHosts`.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -178,37 +178,6 @@ test('raw TCP: bytes echo through both sidecars over mTLS, half-close included, 
   assert.equal(await counter(client, 'istio_tcp_received_bytes_total', src), payload.length);
   const log = accessLogs(mesh, 'tcp-echo-0').find((l) => (l as unknown as { protocol: string }).protocol === 'tcp');
   assert.equal(log?.downstream_peer_principal, 'spiffe://cluster.local/ns/default/sa/client');
-});
-
-test('a workload with an AuthorizationPolicy gets no TCP chain: its TCP port fails closed', async () => {
-  apply(
-    mesh,
-    `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: echo-allow, namespace: default }
-spec:
-  selector: { matchLabels: { app: tcp-echo } }
-  rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }] }]
-`,
-  );
-  try {
-    await waitUntil(
-      async () => (await tcpRoundTrip(client.ip, 9000, Buffer.from('ping'))).data.length === 0,
-      20_000,
-      'the TCP chain removed',
-    );
-    const conns = echo.connections;
-    const r = await tcpRoundTrip(client.ip, 9000, Buffer.from('refused'));
-    assert.equal(r.data.length, 0);
-    assert.equal(echo.connections, conns, 'nothing reached the app');
-  } finally {
-    remove(mesh, 'AuthorizationPolicy/default/echo-allow');
-  }
-  await waitUntil(
-    async () => (await tcpRoundTrip(client.ip, 9000, Buffer.from('back'))).data.toString() === 'back',
-    20_000,
-    'the TCP chain back once the policy is gone',
-  );
 });
 
 function curlTls(host: string, extra: string[] = []): ReturnType<typeof run> {

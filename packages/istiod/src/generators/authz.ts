@@ -14,6 +14,12 @@
  * - A rule fedmesh cannot translate never fails open: in ALLOW (and AUDIT) the rule is dropped; in DENY the
  *   untranslatable field or condition is treated as matching. CUSTOM has no provider here, so it acts as DENY.
  * - JWT attributes (`requestPrincipals`, `request.auth.*`) are always absent: there is no RequestAuthentication.
+ *
+ * TCP filter chains get the same policies as `envoy.filters.network.rbac` filters (stat_prefix `tcp.`), built as
+ * Istio's `BuildTCP` does (pilot/pkg/security/authz/model: `Generate(forTCP)` and `checkError`; istio.io task
+ * "Authorization for TCP traffic"): HTTP-only fields (`hosts`, `methods`, `paths` and their `not…`,
+ * `requestPrincipals`, `request.*` conditions) make an ALLOW rule match no TCP traffic (the rule is dropped),
+ * while in DENY and AUDIT only those fields are dropped and the rest of the rule still applies (docs/adr/0017).
  */
 import type { Rule } from '@fedmesh/api';
 import { namespaceOf, type AuthorizationPolicyObject } from '../model/config.js';
@@ -26,6 +32,15 @@ export const RBAC_HTTP_FILTER = {
   name: 'envoy.filters.http.rbac',
   type: 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC',
 } as const;
+
+/** RBAC_NETWORK_FILTER names the L4 RBAC filter and its config type, as Envoy and Istio do. */
+export const RBAC_NETWORK_FILTER = {
+  name: 'envoy.filters.network.rbac',
+  type: 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
+} as const;
+
+/** RBAC_TCP_STAT_PREFIX is the `stat_prefix` of the network RBAC filters (Istio's `RBACTCPFilterStatPrefix`). */
+export const RBAC_TCP_STAT_PREFIX = 'tcp.';
 
 type Json = Record<string, unknown>;
 type Enforcement = 'ALLOW' | 'DENY' | 'LOG';
@@ -170,7 +185,26 @@ interface RuleContext {
   trustDomain: string;
   /** denyWide is true in DENY: an untranslatable part matches (the rule denies more); otherwise it throws. */
   denyWide: boolean;
+  /** forTcp is true for a network RBAC filter: HTTP-only fields follow {@link keepOnTcp}. */
+  forTcp: boolean;
   warn: (msg: string) => void;
+}
+
+/**
+ * keepOnTcp says whether an HTTP-only field or condition `key` at `where` is translated: always on HTTP chains. On
+ * TCP chains, as Istio's checkError does, an ALLOW rule that uses it can never match a connection, so it throws
+ * (the rule is dropped: "Istio ignores the invalid ALLOW rule"); in DENY and AUDIT the key alone is dropped
+ * (returns false), so the rest of the rule still denies or audits: more restrictive, never less.
+ */
+function keepOnTcp(ctx: RuleContext, where: string, key: string): boolean {
+  if (!ctx.forTcp) return true;
+  if (ctx.action === 'ALLOW')
+    throw new Untranslatable(`${where}: ${key} is HTTP-only; the rule matches no TCP traffic`);
+  const verb = ctx.action === 'DENY' ? 'denies' : 'audits';
+  ctx.warn(
+    `${where}: ${key} is HTTP-only; dropped on TCP, so the rule ${verb} every connection the rest of it matches`,
+  );
+  return false;
 }
 
 function field<T>(ctx: RuleContext, what: string, fn: () => T, wide: T): T {
@@ -191,8 +225,12 @@ type SourceSpec = NonNullable<NonNullable<Rule['from']>[number]['source']>;
 type OperationSpec = NonNullable<NonNullable<Rule['to']>[number]['operation']>;
 type ConditionSpec = NonNullable<Rule['when']>[number];
 
-function sourceIds(s: SourceSpec, ctx: RuleContext): Json[] {
+function sourceIds(s: SourceSpec, ctx: RuleContext, where: string): Json[] {
   const ids: Json[] = [];
+  if (ctx.forTcp && (s.requestPrincipals?.length || s.notRequestPrincipals?.length)) {
+    keepOnTcp(ctx, `${where}.source`, 'requestPrincipals');
+    s = { ...s, requestPrincipals: undefined, notRequestPrincipals: undefined };
+  }
   const both = (pos: string[] | undefined, neg: string[] | undefined, one: (v: string) => Json): void => {
     if (pos?.length) ids.push(orI(pos.map(one)));
     if (neg?.length) ids.push(notI(orI(neg.map(one))));
@@ -213,21 +251,24 @@ function sourceIds(s: SourceSpec, ctx: RuleContext): Json[] {
   return ids;
 }
 
-function operationRules(o: OperationSpec, ctx: RuleContext): Json[] {
+function operationRules(o: OperationSpec, ctx: RuleContext, where: string): Json[] {
   const rules: Json[] = [];
   const hardenPositive = ctx.action === 'DENY';
   const both = (
+    key: string | undefined,
     pos: string[] | undefined,
     neg: string[] | undefined,
     one: (v: string, negated: boolean) => Json,
   ): void => {
+    if (!pos?.length && !neg?.length) return;
+    if (key !== undefined && !keepOnTcp(ctx, `${where}.operation`, key)) return;
     if (pos?.length) rules.push(orP(pos.map((v) => one(v, false))));
     if (neg?.length) rules.push(notP(orP(neg.map((v) => one(v, true)))));
   };
-  both(o.hosts, o.notHosts, (h) => hostPermission(h));
-  both(o.ports, o.notPorts, (p) => ({ destination_port: portNumber(p, 'port') }));
-  both(o.methods, o.notMethods, (m) => ({ header: { name: ':method', string_match: istioMatcher(m) } }));
-  both(o.paths, o.notPaths, (p, negated) => pathPermission(p, hardenPositive !== negated));
+  both('hosts', o.hosts, o.notHosts, (h) => hostPermission(h));
+  both(undefined, o.ports, o.notPorts, (p) => ({ destination_port: portNumber(p, 'port') }));
+  both('methods', o.methods, o.notMethods, (m) => ({ header: { name: ':method', string_match: istioMatcher(m) } }));
+  both('paths', o.paths, o.notPaths, (p, negated) => pathPermission(p, hardenPositive !== negated));
   return rules;
 }
 
@@ -280,18 +321,22 @@ function translateRule(rule: Rule, ctx: RuleContext, where: string): Json {
   const whenIds: Json[] = [];
   const whenPerms: Json[] = [];
   (rule.when ?? []).forEach((c, i) => {
+    // request.headers[…] and request.auth.* read the HTTP request: HTTP-only (Istio's conditions reference).
+    if (c.key.startsWith('request.') && !keepOnTcp(ctx, `${where}.when[${i}]`, c.key)) return;
     const parts = field(ctx, `${where}.when[${i}]`, () => conditionParts(c), { ids: [], perms: [] });
     whenIds.push(...parts.ids);
     whenPerms.push(...parts.perms);
   });
   const froms = rule.from?.length ? rule.from : [undefined];
   const principals = froms.map((f, i) => {
-    const ids = f ? field(ctx, `${where}.from[${i}]`, () => sourceIds(f.source, ctx), []) : [];
+    const ids = f ? field(ctx, `${where}.from[${i}]`, () => sourceIds(f.source, ctx, `${where}.from[${i}]`), []) : [];
     return andI([...ids, ...whenIds]);
   });
   const tos = rule.to?.length ? rule.to : [undefined];
   const permissions = tos.map((t, i) => {
-    const rules = t ? field(ctx, `${where}.to[${i}]`, () => operationRules(t.operation, ctx), []) : [];
+    const rules = t
+      ? field(ctx, `${where}.to[${i}]`, () => operationRules(t.operation, ctx, `${where}.to[${i}]`), [])
+      : [];
     return andP([...rules, ...whenPerms]);
   });
   return { permissions, principals };
@@ -303,17 +348,29 @@ export interface RbacBuildResult {
   warnings: string[];
 }
 
+/** RbacConfig is one action's translated `config.rbac.v3.RBAC` rules and shadow rules, before wrapping in a filter. */
+interface RbacConfig {
+  rules?: Json;
+  shadow_rules?: Json;
+  shadow_rules_stat_prefix?: string;
+}
+
 /**
- * buildRbacFilters translates the policies that apply to a workload into `envoy.filters.http.rbac` filters:
- * AUDIT (LOG), DENY (DENY and CUSTOM), ALLOW, each only when a policy of that action applies. Pure.
+ * buildRbacConfigs translates the policies into one RBAC config per action present, in Istio's filter order AUDIT
+ * (LOG), DENY (DENY and CUSTOM), ALLOW; `forTcp` applies Istio's TCP rules for HTTP-only fields. Pure.
  */
-export function buildRbacFilters(policies: readonly AuthorizationPolicyObject[], trustDomain: string): RbacBuildResult {
+function buildRbacConfigs(
+  policies: readonly AuthorizationPolicyObject[],
+  trustDomain: string,
+  forTcp: boolean,
+): { configs: RbacConfig[]; warnings: string[] } {
   const warnings: string[] = [];
   const groups: Record<Enforcement, { live: Json; dry: Json; any: boolean }> = {
     LOG: { live: {}, dry: {}, any: false },
     DENY: { live: {}, dry: {}, any: false },
     ALLOW: { live: {}, dry: {}, any: false },
   };
+  const on = forTcp ? ' on TCP' : '';
   let liveAllow = false;
   for (const p of policies) {
     const ns = namespaceOf(p);
@@ -330,6 +387,7 @@ export function buildRbacFilters(policies: readonly AuthorizationPolicyObject[],
       action,
       trustDomain,
       denyWide: action === 'DENY',
+      forTcp,
       warn: (m) => warnings.push(`AuthorizationPolicy ${name}: ${m}`),
     };
     (p.spec.rules ?? []).forEach((rule, i) => {
@@ -338,22 +396,54 @@ export function buildRbacFilters(policies: readonly AuthorizationPolicyObject[],
         (dryRun ? group.dry : group.live)[id] = translateRule(rule, ctx, `rules[${i}]`);
       } catch (err) {
         if (!(err instanceof Untranslatable)) throw err;
-        warnings.push(`AuthorizationPolicy ${name}: rules[${i}]: ${err.message}; rule dropped (it never matches)`);
+        warnings.push(`AuthorizationPolicy ${name}: rules[${i}]: ${err.message}; rule dropped${on} (it never matches)`);
       }
     });
   }
-  const filters: object[] = [];
+  const configs: RbacConfig[] = [];
   for (const action of ['LOG', 'DENY', 'ALLOW'] as const) {
     const g = groups[action];
     if (!g.any) continue;
-    const config: Json = { '@type': RBAC_HTTP_FILTER.type };
+    const config: RbacConfig = {};
     const enforce = action === 'ALLOW' ? liveAllow : Object.keys(g.live).length > 0;
     if (enforce) config.rules = { action, policies: g.live };
     if (Object.keys(g.dry).length > 0) {
       config.shadow_rules = { action, policies: g.dry };
       config.shadow_rules_stat_prefix = `istio_dry_run_${action.toLowerCase()}_`;
     }
-    if (config.rules || config.shadow_rules) filters.push({ name: RBAC_HTTP_FILTER.name, typed_config: config });
+    if (config.rules || config.shadow_rules) configs.push(config);
   }
+  return { configs, warnings };
+}
+
+/**
+ * buildRbacFilters translates the policies that apply to a workload into `envoy.filters.http.rbac` filters:
+ * AUDIT (LOG), DENY (DENY and CUSTOM), ALLOW, each only when a policy of that action applies. Pure.
+ */
+export function buildRbacFilters(policies: readonly AuthorizationPolicyObject[], trustDomain: string): RbacBuildResult {
+  const { configs, warnings } = buildRbacConfigs(policies, trustDomain, false);
+  const filters = configs.map((c) => ({
+    name: RBAC_HTTP_FILTER.name,
+    typed_config: { '@type': RBAC_HTTP_FILTER.type, ...c },
+  }));
+  return { filters, warnings };
+}
+
+/**
+ * buildNetworkRbacFilters translates the policies that apply to a workload into `envoy.filters.network.rbac`
+ * filters for its TCP filter chains (before the tcp_proxy), in the same order as {@link buildRbacFilters}, with
+ * stat_prefix {@link RBAC_TCP_STAT_PREFIX}; HTTP-only fields follow Istio's TCP rules (module comment). An ALLOW
+ * policy whose every rule uses HTTP-only fields leaves an ALLOW filter without policies: every connection is
+ * refused, as in Istio. Pure.
+ */
+export function buildNetworkRbacFilters(
+  policies: readonly AuthorizationPolicyObject[],
+  trustDomain: string,
+): RbacBuildResult {
+  const { configs, warnings } = buildRbacConfigs(policies, trustDomain, true);
+  const filters = configs.map((c) => ({
+    name: RBAC_NETWORK_FILTER.name,
+    typed_config: { '@type': RBAC_NETWORK_FILTER.type, stat_prefix: RBAC_TCP_STAT_PREFIX, ...c },
+  }));
   return { filters, warnings };
 }

@@ -10,14 +10,16 @@
  *   with the service port, and `*:<service port>` (docs/adr/0010). STRICT ports get no virtual host there, so
  *   plaintext never reaches them;
  * - every HCM carries the workload's RBAC filters (authz.ts) before the router, Istio's path normalization
- *   (`meshConfig.pathNormalization`) and `strip_trailing_host_dot`.
+ *   (`meshConfig.pathNormalization`) and `strip_trailing_host_dot`;
+ * - per TCP/TLS target port, an mTLS chain whose network RBAC filters (the same policies, Istio's TCP rules)
+ *   precede a tcp_proxy (tcp-listeners.ts).
  */
 import { TypeUrl, inboundClusterName, mtlsSni } from '@fedmesh/api/xds';
 import type { ProxyModel } from '../model/proxy.js';
 import { isHttpProtocol } from '../model/service.js';
 import type { MeshSettings, PushContext } from '../push-context.js';
 import { portMtlsMode, workloadMtls, type MtlsMode } from './authn.js';
-import { buildRbacFilters, policiesForWorkload } from './authz.js';
+import { buildNetworkRbacFilters, buildRbacFilters, policiesForWorkload } from './authz.js';
 import { inboundPorts } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { domainsFor } from './rds.js';
@@ -182,9 +184,11 @@ export function generateInboundListener(
       filters: [hcm(cluster, routeConfig, rbac.filters, normalization)],
     });
   }
-  // TCP and TLS target ports: mTLS chains by SNI with a tcp_proxy to the app (tcp-listeners.ts).
+  // TCP and TLS target ports: mTLS chains by SNI with network RBAC and a tcp_proxy to the app (tcp-listeners.ts).
   const modeOf = (port: number): MtlsMode => portMtlsMode(mtls, port);
-  chains.push(...inboundTcpChains(tcpPorts, modeOf, policies.length > 0, tlsTransportSocket, warnings));
+  const tcpRbac = tcpPorts.length > 0 ? buildNetworkRbacFilters(policies, push.mesh.trustDomain) : undefined;
+  for (const w of tcpRbac?.warnings ?? []) if (!warnings.includes(w)) warnings.push(w);
+  chains.push(...inboundTcpChains(tcpPorts, modeOf, tcpRbac?.filters ?? [], tlsTransportSocket, warnings));
   const vhosts = plaintextVirtualHosts(push, proxy, open, warnings);
   if (vhosts.length > 0)
     chains.push({

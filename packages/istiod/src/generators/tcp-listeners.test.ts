@@ -1,8 +1,8 @@
 /**
  * TCP and TLS service ports as a sidecar receives them: a per-port outbound listener with a catch-all tcp_proxy
  * (TCP) or SNI chains behind a tls_inspector (TLS, VirtualService `tls` routes), never on a port the proxy's own app
- * uses; inbound mTLS chains with a tcp_proxy, closed when an AuthorizationPolicy applies. The proxy's own decoder
- * must accept every listener (no NACK).
+ * uses; inbound mTLS chains with a tcp_proxy, behind network RBAC when an AuthorizationPolicy applies (its
+ * semantics: authz-tcp.test.ts). The proxy's own decoder must accept every listener (no NACK).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -169,7 +169,7 @@ describe('inbound TCP chains', () => {
     ]);
   });
 
-  it('with an AuthorizationPolicy the TCP port gets no chain (fail closed), and says so', () => {
+  it('with an AuthorizationPolicy the TCP chain stays, with a network RBAC filter before its tcp_proxy', () => {
     const policy = `---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -178,12 +178,13 @@ spec:
   selector: { matchLabels: { app: tcp-echo } }
   rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }] }]
 `;
-    const warnings: string[] = [];
-    const inbound = listeners(push(policy), ECHO, warnings).get('virtualInbound');
-    assert.equal(
-      inbound?.filter_chains.find((c) => tcpProxyOf(c) !== undefined),
-      undefined,
+    const inbound = listeners(push(policy), ECHO).get('virtualInbound');
+    const chain = inbound?.filter_chains.find((c) => tcpProxyOf(c) !== undefined);
+    assert.ok(chain);
+    assert.deepEqual(
+      chain.filters.map((f) => f.name),
+      ['envoy.filters.network.rbac', 'envoy.filters.network.tcp_proxy'],
     );
-    assert.ok(warnings.some((w) => w.includes('TCP ports 9000 closed')));
+    assert.equal(tcpProxyOf(chain)?.cluster, 'inbound|9000||');
   });
 });

@@ -7,8 +7,8 @@
  *   has one catch-all chain (VirtualService `tcp` routes, else the service). Explicit mode has no destination
  *   address to tell two TCP services on one port apart, so the first (by hostname) takes it;
  * - inbound, per TCP/TLS target port, an mTLS chain by SNI (`outbound_.<port>_.<subset>_.<host>`) whose tcp_proxy
- *   forwards the decrypted stream to `inbound|<port>||`. AuthorizationPolicy is not enforced on TCP yet, so a
- *   workload with any policy gets no TCP chains (fail closed).
+ *   forwards the decrypted stream to `inbound|<port>||`, behind the workload's AuthorizationPolicies as
+ *   `envoy.filters.network.rbac` filters (authz.ts `buildNetworkRbacFilters`, docs/adr/0017).
  */
 import { TypeUrl, inboundClusterName, mtlsSni, outboundClusterName } from '@fedmesh/api/xds';
 import type { RouteDestination } from '@fedmesh/api';
@@ -197,23 +197,18 @@ export function generateTcpListeners(
 /**
  * inboundTcpChains builds the inbound mTLS chains of a sidecar's TCP and TLS target ports (see the module comment):
  * per port whose mode is STRICT or PERMISSIVE, a chain matched on the SNIs peers send, with the DownstreamTlsContext
- * `tlsContext` and a tcp_proxy to `inbound|<port>||`. Plaintext TCP cannot be told apart by port on 15006 in
+ * `tlsContext`, the network RBAC filters `rbacFilters` (the workload's AuthorizationPolicies, in order; empty when
+ * none applies) and a tcp_proxy to `inbound|<port>||`. Plaintext TCP cannot be told apart by port on 15006 in
  * explicit mode, so PERMISSIVE accepts mTLS only there and DISABLE leaves the port out (both warned).
  */
 export function inboundTcpChains(
   ports: readonly [number, { svc: MeshService; port: ServicePort; subsets: string[] }[]][],
   modeOf: (port: number) => MtlsMode,
-  hasPolicies: boolean,
+  rbacFilters: readonly object[],
   tlsContext: () => object,
   warnings: string[],
 ): object[] {
   if (ports.length === 0) return [];
-  if (hasPolicies) {
-    warnings.push(
-      `virtualInbound: AuthorizationPolicy is not enforced on TCP yet; TCP ports ${ports.map(([p]) => p).join(', ')} closed`,
-    );
-    return [];
-  }
   const chains: object[] = [];
   for (const [targetPort, refs] of ports) {
     const mode = modeOf(targetPort);
@@ -235,7 +230,7 @@ export function inboundTcpChains(
       name: cluster,
       filter_chain_match: { transport_protocol: 'tls', server_names: serverNames },
       transport_socket: ctx,
-      filters: [tcpProxyFilter(cluster)],
+      filters: [...rbacFilters, tcpProxyFilter(cluster)],
     });
   }
   return chains;

@@ -7,7 +7,9 @@
  * - upstream, a cluster with mTLS (a peer sidecar) gets a TLS connection with the workload certificate, the
  *   cluster's SNI and ALPN, and the peer's SPIFFE ID checked against the cluster's SANs, like HTTP pools;
  * - inbound, a TLS chain that terminates the peer's mTLS (the listener already checked its SPIFFE ID) proxies the
- *   decrypted stream to the app.
+ *   decrypted stream to the app;
+ * - any chain's `envoy.filters.network.rbac` filters (AuthorizationPolicy on TCP, `filters/network-rbac.ts`) judge
+ *   the connection before an upstream is dialled: a denied one is closed at once.
  * Each connection is counted in Istio's `istio_tcp_*` metrics and logged once when it ends.
  */
 import net from 'node:net';
@@ -16,12 +18,21 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { parseMtlsSni } from '@fedmesh/api/xds';
 import { isPkiError } from '@fedmesh/pki';
+import { destinationOf } from '../capture/listener-destination.js';
 import { checkPeerSan, type ClusterManager, type Endpoint, type UpstreamCluster } from '../cluster-manager.js';
+import {
+  enforceNetworkRbac,
+  networkRbacOf,
+  type NetworkRbacDecision,
+  type NetworkRbacFilter,
+  type RbacConnection,
+} from '../filters/network-rbac.js';
+import { plainIp } from '../filters/rbac.js';
 import { peekClientHello } from '../gateway/peek.js';
 import type { WorkloadInfo } from '../http-handler.js';
 import type { HandshakeObserver } from '../listener-manager.js';
 import type { TlsMaterial } from '../secrets.js';
-import { durationMs, type EnvoyFilterChain, type EnvoyTcpProxy } from '../xds/envoy-schemas.js';
+import { durationMs, tcpProxyOf, type EnvoyFilterChain, type EnvoyTcpProxy } from '../xds/envoy-schemas.js';
 import { blankTcpLabels, TcpMetrics, type TcpLabels } from './tcp-metrics.js';
 import { runTcpProxy } from './tcp-proxy.js';
 
@@ -50,6 +61,8 @@ export interface SidecarTcpDeps {
   self: WorkloadInfo;
   accessLog: Logger;
   direction: 'inbound' | 'outbound';
+  /** networkRbac are the chain's compiled `envoy.filters.network.rbac` filters, in chain order ({@link networkRbacOf}). */
+  networkRbac?: readonly NetworkRbacFilter[] | undefined;
 }
 
 /** ConnectionPeer is what is known of the downstream of an inbound connection: its verified SPIFFE ID and SNI. */
@@ -171,8 +184,41 @@ export function connectUpstream(
 }
 
 /**
+ * rbacConnectionOf is what network RBAC reads of an accepted connection. The destination is the original one: the
+ * restored destination in capture mode, else (explicit mode, where every inbound connection arrives on 15006) the
+ * port of the `inbound|<port>||` cluster the chain forwards to, as the HTTP filter does (docs/adr/0010), else the
+ * listener's own address.
+ */
+export function rbacConnectionOf(sock: net.Socket, cluster: string, peer: ConnectionPeer): RbacConnection {
+  const restored = destinationOf(sock);
+  const inbound = /^inbound\|(\d+)\|/.exec(cluster);
+  const remote = plainIp(sock.remoteAddress ?? '');
+  return {
+    peerPrincipal: peer.principal,
+    directRemoteIp: remote,
+    remoteIp: remote,
+    destinationIp: plainIp(restored?.address ?? sock.localAddress ?? ''),
+    destinationPort: restored?.port ?? (inbound ? Number(inbound[1]) : (sock.localPort ?? 0)),
+    requestedServerName: peer.sni,
+  };
+}
+
+function rbacLogFields(d: NetworkRbacDecision | undefined): Record<string, unknown> {
+  if (!d) return {};
+  return {
+    ...(d.terminationDetails ? { connection_termination_details: d.terminationDetails } : {}),
+    ...(d.accessLogHint ? { access_log_hint: true } : {}),
+    ...(d.shadow.length > 0 ? { rbac_shadow: d.shadow } : {}),
+  };
+}
+
+/**
  * serveTcpChain runs one tcp_proxy chain for an accepted connection (after the listener's TLS termination and
- * peer check, for an inbound mTLS chain): `initial` holds bytes already read (a peeked ClientHello). Never rejects.
+ * peer check, for an inbound mTLS chain): `initial` holds bytes already read (a peeked ClientHello). The chain's
+ * network RBAC filters (`deps.networkRbac`) run first: a denied connection is closed before any upstream is
+ * dialled, counted (`envoy_network_rbac_denied`, `istio_tcp_connections_opened_total` and `…_closed_total`; Envoy
+ * has no response flag for an RBAC close, so `response_flags` stays `-`) and access-logged with
+ * `connection_termination_details: rbac_access_denied_matched_policy[<policy>]`. Never rejects.
  */
 export function serveTcpChain(
   tcp: EnvoyTcpProxy,
@@ -184,19 +230,11 @@ export function serveTcpChain(
   const labels = labelsFor(deps, tcp.cluster, peer);
   const start = Date.now();
   const metrics = tcpMetricsFor(deps.registry);
-  const idle = tcp.idle_timeout !== undefined ? durationMs(tcp.idle_timeout) : DEFAULT_TCP_IDLE_TIMEOUT_MS;
-  sock.setNoDelay(true);
-  void runTcpProxy(
-    sock,
-    initial,
-    { cluster: tcp.cluster, idleTimeoutMs: idle, maxConnectAttempts: tcp.max_connect_attempts?.value ?? 1 },
-    {
-      clusters: deps.clusters,
-      metrics,
-      labels,
-      connect: (cluster: UpstreamCluster, _ep: Endpoint, target, down) => connectUpstream(deps, cluster, target, down),
-    },
-  ).then((r) =>
+  const rbac =
+    deps.networkRbac && deps.networkRbac.length > 0
+      ? enforceNetworkRbac(deps.networkRbac, rbacConnectionOf(sock, tcp.cluster, peer), deps.registry)
+      : undefined;
+  const logLine = (r: { upstream: string | undefined; flag: string; receivedBytes: number; sentBytes: number }): void =>
     deps.accessLog.info(
       {
         start_time: new Date(start).toISOString(),
@@ -211,10 +249,30 @@ export function serveTcpChain(
         downstream_remote_address: sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort ?? 0}` : null,
         downstream_peer_principal: peer.principal ?? null,
         requested_server_name: peer.sni ?? null,
+        ...rbacLogFields(rbac),
       },
       'access',
-    ),
-  );
+    );
+  if (rbac && !rbac.allowed) {
+    metrics.opened.inc(labels);
+    metrics.closed.inc(labels);
+    sock.destroy();
+    logLine({ upstream: undefined, flag: '-', receivedBytes: initial.length, sentBytes: 0 });
+    return;
+  }
+  const idle = tcp.idle_timeout !== undefined ? durationMs(tcp.idle_timeout) : DEFAULT_TCP_IDLE_TIMEOUT_MS;
+  sock.setNoDelay(true);
+  void runTcpProxy(
+    sock,
+    initial,
+    { cluster: tcp.cluster, idleTimeoutMs: idle, maxConnectAttempts: tcp.max_connect_attempts?.value ?? 1 },
+    {
+      clusters: deps.clusters,
+      metrics,
+      labels,
+      connect: (cluster: UpstreamCluster, _ep: Endpoint, target, down) => connectUpstream(deps, cluster, target, down),
+    },
+  ).then(logLine);
 }
 
 /**
@@ -262,12 +320,13 @@ export function passthroughTls<T extends { chain: EnvoyFilterChain }>(
     }
     const candidates = chains().filter((c) => c.chain.filter_chain_match?.transport_protocol !== 'raw_buffer');
     const chain = matchServerName(candidates, hello.serverName);
-    const tcp =
-      chain?.chain.filters[0]?.name === 'envoy.filters.network.tcp_proxy' ? chain.chain.filters[0] : undefined;
-    if (!tcp) {
+    const tcp = chain ? tcpProxyOf(chain.chain) : undefined;
+    if (!chain || !tcp) {
       onRefused('no_filter_chain', hello.serverName);
       return void sock.destroy();
     }
-    serveTcpChain(tcp.typed_config, sock, hello.buffered, deps, { sni: hello.serverName });
+    // The chosen chain's own network RBAC filters (deps are the listener's, shared by its passthrough chains).
+    const chainDeps = { ...deps, networkRbac: networkRbacOf(chain.chain) };
+    serveTcpChain(tcp, sock, hello.buffered, chainDeps, { sni: hello.serverName });
   });
 }

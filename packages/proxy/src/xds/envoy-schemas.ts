@@ -6,7 +6,12 @@
  * https://www.envoyproxy.io/docs/envoy/latest/api-v3/api).
  */
 import { z } from 'zod';
-import { createRbacSchemas } from './rbac-schemas.js';
+import {
+  createNetworkRbacSchema,
+  createRbacSchemas,
+  NETWORK_RBAC_FILTER_NAME,
+  type EnvoyNetworkRbacConfig,
+} from './rbac-schemas.js';
 
 const u32 = z.number().int().min(0).max(0xffffffff);
 const wrappedU32 = z.strictObject({ value: u32.optional() });
@@ -316,6 +321,9 @@ const faultFilter = z.strictObject({
 /** RbacFilterSchema is an `envoy.filters.http.rbac` entry of `http_filters` (see `rbac-schemas.ts`). */
 export const RbacFilterSchema = createRbacSchemas(StringMatcherSchema).filter;
 
+/** NetworkRbacFilterSchema is an `envoy.filters.network.rbac` entry of a filter chain's `filters` (`rbac-schemas.ts`). */
+export const NetworkRbacFilterSchema = createNetworkRbacSchema(StringMatcherSchema);
+
 /**
  * Http2ProtocolOptionsSchema is `config.core.v3.Http2ProtocolOptions`: `max_concurrent_streams` (1..2^31 − 1) and
  * the initial stream and connection windows (64 KiB .. 2^31 − 1 bytes), as Envoy bounds them.
@@ -399,7 +407,8 @@ const filterChain = z.strictObject({
       server_names: z.array(z.string()).optional(),
     })
     .optional(),
-  // One network filter: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough by SNI).
+  // One terminal network filter, last: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough
+  // by SNI), which network RBAC filters may precede (AuthorizationPolicy on TCP, docs/adr/0017).
   filters: z
     .array(
       z.discriminatedUnion('name', [
@@ -411,24 +420,65 @@ const filterChain = z.strictObject({
           name: z.literal('envoy.filters.network.tcp_proxy'),
           typed_config: z.lazy(() => TcpProxySchema),
         }),
+        NetworkRbacFilterSchema,
       ]),
     )
-    .length(1),
+    .min(1)
+    .superRefine(checkNetworkFilterOrder),
   transport_socket: transportSocket(DownstreamTlsContextSchema).optional(),
 });
 /** EnvoyFilterChain is a decoded `config.listener.v3.FilterChain`. */
 export type EnvoyFilterChain = z.infer<typeof filterChain>;
 
-/** hcmOf returns a filter chain's HTTP connection manager, or undefined for a tcp_proxy chain. */
+/**
+ * checkNetworkFilterOrder enforces the shapes the proxy implements: the last filter is the chain's only terminal
+ * filter (HCM or tcp_proxy), and `envoy.filters.network.rbac` filters stand only before a tcp_proxy (network RBAC
+ * in front of an HTTP connection manager is not implemented, so it is refused rather than skipped).
+ */
+function checkNetworkFilterOrder(filters: readonly { name: string }[], ctx: z.RefinementCtx): void {
+  const terminal = filters.length - 1;
+  filters.forEach((f, i) => {
+    const isTerminal = f.name !== NETWORK_RBAC_FILTER_NAME;
+    if (isTerminal && i !== terminal)
+      ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `${f.name} must be the last network filter` });
+    if (!isTerminal && i === terminal)
+      ctx.addIssue({
+        code: 'custom',
+        path: [i, 'name'],
+        message: 'a filter chain must end with a tcp_proxy or an HCM',
+      });
+  });
+  const last = filters[terminal]?.name;
+  if (last === 'envoy.filters.network.http_connection_manager')
+    filters.forEach((f, i) => {
+      if (f.name === NETWORK_RBAC_FILTER_NAME)
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'name'],
+          message: 'network RBAC before an HTTP connection manager is not implemented (use envoy.filters.http.rbac)',
+        });
+    });
+}
+
+/** hcmOf returns a filter chain's HTTP connection manager (its last filter), or undefined for a tcp_proxy chain. */
 export function hcmOf(chain: EnvoyFilterChain): EnvoyHttpConnectionManager | undefined {
-  const f = chain.filters[0];
+  const f = chain.filters[chain.filters.length - 1];
   return f?.name === 'envoy.filters.network.http_connection_manager' ? f.typed_config : undefined;
 }
 
-/** tcpProxyOf returns a filter chain's tcp_proxy settings, or undefined for an HTTP chain. */
+/** tcpProxyOf returns a filter chain's tcp_proxy settings (its last filter), or undefined for an HTTP chain. */
 export function tcpProxyOf(chain: EnvoyFilterChain): EnvoyTcpProxy | undefined {
-  const f = chain.filters[0];
+  const f = chain.filters[chain.filters.length - 1];
   return f?.name === 'envoy.filters.network.tcp_proxy' ? f.typed_config : undefined;
+}
+
+/** networkRbacConfigsOf returns a filter chain's `envoy.filters.network.rbac` configs with their filter index. */
+export function networkRbacConfigsOf(chain: EnvoyFilterChain): { index: number; config: EnvoyNetworkRbacConfig }[] {
+  const out: { index: number; config: EnvoyNetworkRbacConfig }[] = [];
+  chain.filters.forEach((f, index) => {
+    if (f.name === NETWORK_RBAC_FILTER_NAME) out.push({ index, config: f.typed_config });
+  });
+  return out;
 }
 
 /** ListenerSchema is `config.listener.v3.Listener`. */

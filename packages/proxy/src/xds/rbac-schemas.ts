@@ -6,6 +6,11 @@
  * `condition`, audit logging options or the `matcher` tree make the Listener NACK. An authorization filter is
  * never half-applied, so it can never fail open.
  *
+ * The network RBAC filter (`extensions.filters.network.rbac.v3.RBAC`, built by {@link createNetworkRbacSchema})
+ * shares `config.rbac.v3.RBAC` but sees connections, not requests: its permissions and principals may not use
+ * `header` or `url_path` (Envoy: "Header should not be used in rules/shadow_rules in RBAC network filter"), and
+ * the `matcher` / `shadow_matcher` trees are not implemented; either makes the Listener NACK with the field path.
+ *
  * The schemas are built by {@link createRbacSchemas} from the caller's StringMatcher schema, so that this file
  * imports nothing from `envoy-schemas.ts` (which imports this one) and the two stay free of import cycles.
  */
@@ -89,6 +94,27 @@ export interface EnvoyRbacFilterConfig {
   track_per_rule_stats?: boolean | undefined;
 }
 
+/**
+ * EnvoyNetworkRbacConfig is `extensions.filters.network.rbac.v3.RBAC`: `stat_prefix` (required, non-empty),
+ * enforced `rules` and/or `shadow_rules` (without HTTP-only matchers), `shadow_rules_stat_prefix` and
+ * `enforcement_type` (both values evaluate once per connection here: the proxy emits no dynamic metadata, so a
+ * CONTINUOUS re-evaluation could never change the verdict).
+ */
+export interface EnvoyNetworkRbacConfig {
+  '@type': 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC';
+  stat_prefix: string;
+  rules?: EnvoyRbacRules | undefined;
+  shadow_rules?: EnvoyRbacRules | undefined;
+  shadow_rules_stat_prefix?: string | undefined;
+  enforcement_type?: 'ONE_TIME_ON_FIRST_BYTE' | 'CONTINUOUS' | undefined;
+}
+
+/** NETWORK_RBAC_FILTER_TYPE is the type URL of the network RBAC filter's config. */
+export const NETWORK_RBAC_FILTER_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC';
+
+/** NETWORK_RBAC_FILTER_NAME is the network filter name Envoy and Istio use for L4 RBAC. */
+export const NETWORK_RBAC_FILTER_NAME = 'envoy.filters.network.rbac';
+
 /** RBAC_FILTER_TYPE is the type URL of the HTTP RBAC filter's config. */
 export const RBAC_FILTER_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 
@@ -100,12 +126,11 @@ function exactlyOne(o: object): boolean {
 }
 
 /**
- * createRbacSchemas builds the RBAC filter schemas around `stringMatcher` (Envoy's `StringMatcher` schema).
- * Returns `{ filter, rules }`: `filter` validates a whole `envoy.filters.http.rbac` entry of `http_filters`
- * (`{name, typed_config}`), `rules` one `config.rbac.v3.RBAC`. Unknown fields and unimplemented oneof members
- * fail validation with their field path.
+ * rbacRuleSchemas builds the `config.rbac.v3.RBAC` schema around `stringMatcher`. With `l7` false (the network
+ * filter) the HTTP-only `header` and `url_path` members of Permission and Principal are refused with a message
+ * at their field path instead of being accepted.
  */
-export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
+function rbacRuleSchemas(stringMatcher: z.ZodType<RbacStringMatcher>, l7: boolean): z.ZodType<EnvoyRbacRules> {
   const header: z.ZodType<RbacHeaderMatcher> = z
     .strictObject({
       name: z.string().min(1),
@@ -123,6 +148,12 @@ export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
   });
   const pathMatcher = z.strictObject({ path: stringMatcher });
   const u32Port = z.number().int().min(0).max(65535);
+  // The network filter sees a connection: there is no request to read a header or a path from.
+  const httpOnly = z
+    .never({ error: 'is HTTP-only: the network RBAC filter sees connections, not requests' })
+    .optional();
+  const headerField = l7 ? header.optional() : httpOnly;
+  const pathField = l7 ? pathMatcher.optional() : httpOnly;
 
   const permission: z.ZodType<EnvoyRbacPermission> = z.lazy(() =>
     z
@@ -130,8 +161,8 @@ export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
         and_rules: z.strictObject({ rules: z.array(permission).min(1) }).optional(),
         or_rules: z.strictObject({ rules: z.array(permission).min(1) }).optional(),
         any: z.literal(true).optional(),
-        header: header.optional(),
-        url_path: pathMatcher.optional(),
+        header: headerField,
+        url_path: pathField,
         destination_ip: cidr.optional(),
         destination_port: u32Port.optional(),
         destination_port_range: z
@@ -152,8 +183,8 @@ export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
         source_ip: cidr.optional(),
         direct_remote_ip: cidr.optional(),
         remote_ip: cidr.optional(),
-        header: header.optional(),
-        url_path: pathMatcher.optional(),
+        header: headerField,
+        url_path: pathField,
         not_id: principal.optional(),
       })
       .refine(exactlyOne, { message: 'exactly one principal identifier must be set' }),
@@ -162,10 +193,20 @@ export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
     permissions: z.array(permission).min(1),
     principals: z.array(principal).min(1),
   });
-  const rules: z.ZodType<EnvoyRbacRules> = z.strictObject({
+  return z.strictObject({
     action: z.enum(['ALLOW', 'DENY', 'LOG']).optional(),
     policies: z.record(z.string(), policy).optional(),
   });
+}
+
+/**
+ * createRbacSchemas builds the RBAC filter schemas around `stringMatcher` (Envoy's `StringMatcher` schema).
+ * Returns `{ filter, rules }`: `filter` validates a whole `envoy.filters.http.rbac` entry of `http_filters`
+ * (`{name, typed_config}`), `rules` one `config.rbac.v3.RBAC`. Unknown fields and unimplemented oneof members
+ * fail validation with their field path.
+ */
+export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
+  const rules = rbacRuleSchemas(stringMatcher, true);
   const typedConfig: z.ZodType<EnvoyRbacFilterConfig> = z.strictObject({
     '@type': z.literal(RBAC_FILTER_TYPE),
     rules: rules.optional(),
@@ -176,4 +217,22 @@ export function createRbacSchemas(stringMatcher: z.ZodType<RbacStringMatcher>) {
   });
   const filter = z.strictObject({ name: z.literal(RBAC_FILTER_NAME), typed_config: typedConfig });
   return { filter, rules };
+}
+
+/**
+ * createNetworkRbacSchema builds the schema of one `envoy.filters.network.rbac` entry of a filter chain's
+ * `filters` (`{name, typed_config}`) around `stringMatcher`. HTTP-only matchers, the `matcher` trees and unknown
+ * fields fail validation with their field path; `stat_prefix` must be non-empty, as Envoy requires.
+ */
+export function createNetworkRbacSchema(stringMatcher: z.ZodType<RbacStringMatcher>) {
+  const rules = rbacRuleSchemas(stringMatcher, false);
+  const typedConfig: z.ZodType<EnvoyNetworkRbacConfig> = z.strictObject({
+    '@type': z.literal(NETWORK_RBAC_FILTER_TYPE),
+    stat_prefix: z.string().min(1),
+    rules: rules.optional(),
+    shadow_rules: rules.optional(),
+    shadow_rules_stat_prefix: z.string().optional(),
+    enforcement_type: z.enum(['ONE_TIME_ON_FIRST_BYTE', 'CONTINUOUS']).optional(),
+  });
+  return z.strictObject({ name: z.literal(NETWORK_RBAC_FILTER_NAME), typed_config: typedConfig });
 }

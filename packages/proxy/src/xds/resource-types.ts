@@ -3,6 +3,7 @@ import { TypeUrl, decodeAny, type AnyMessage } from '@fedmesh/api/xds';
 import type { DecodeResult, XdsResourceType } from '@fedmesh/xds';
 import { RouteTable } from '../route-table.js';
 import { compileHcmSecurity, type HcmSecurity } from '../http/request-guard.js';
+import { networkRbacOf } from '../filters/network-rbac.js';
 import {
   ClusterLoadAssignmentSchema,
   ClusterSchema,
@@ -44,7 +45,10 @@ function decoder<T, S extends z.ZodType>(
   };
 }
 
-/** ListenerType decodes and validates Listeners; compiling inline route configs catches bad regexes. */
+/**
+ * ListenerType decodes and validates Listeners; compiling inline route configs, HTTP RBAC and network RBAC filters
+ * catches bad regexes and CIDRs (the compiled network RBAC filters are kept per chain, `networkRbacOf`).
+ */
 export const ListenerType: XdsResourceType<{
   config: EnvoyListener;
   inlineRoutes: Map<number, RouteTable>;
@@ -69,6 +73,7 @@ export const ListenerType: XdsResourceType<{
     config.filter_chains.forEach((fc, i) => {
       const hcm = hcmOf(fc);
       if (hcm) security.set(i, compileHcmSecurity(hcm, `filter_chains[${i}].filters[0].typed_config`));
+      networkRbacOf(fc, `filter_chains[${i}]`);
     });
     return { config, inlineRoutes, security };
   },
