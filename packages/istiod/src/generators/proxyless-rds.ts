@@ -1,15 +1,11 @@
 import { TypeUrl, outboundClusterName } from '@fedmesh/api/xds';
-import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute, type HeaderMatch } from '@fedmesh/api';
+import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute } from '@fedmesh/api';
 import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import type { MeshService, ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
 import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
-
-/** FAULT_FILTER_NAME is the HTTP filter name proxyless routes key their fault overrides by. */
-export const FAULT_FILTER_NAME = 'envoy.filters.http.fault';
-
-const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+import { FAULT_FILTER_NAME, destinationCluster, faultConfig, routeMatch } from './rds.js';
 
 /**
  * PROXYLESS_DEFAULT_RETRY is Istio's default route retry policy as gRPC reads it: gRPC keeps only the gRPC
@@ -47,22 +43,6 @@ export function proxylessRouteName(hostname: string, port: number): string {
   return `${hostname}:${port}`;
 }
 
-function stringMatcher(m: HeaderMatch): object | undefined {
-  if (m.exact !== undefined) return { exact: m.exact };
-  if (m.prefix !== undefined) return { prefix: m.prefix };
-  if (m.regex !== undefined) return { safe_regex: { regex: m.regex } };
-  return undefined;
-}
-
-function headerMatcher(name: string, m: HeaderMatch, invert: boolean): object {
-  const sm = stringMatcher(m);
-  const h: Record<string, unknown> = { name: name.toLowerCase() };
-  if (sm) h.string_match = sm;
-  else h.present_match = true;
-  if (invert) h.invert_match = true;
-  return h;
-}
-
 /** unsupportedMatch names the match conditions gRPC cannot evaluate (it has no method, scheme or query). */
 function unsupportedMatch(m: HTTPMatchRequest | undefined): string | undefined {
   if (!m) return undefined;
@@ -71,34 +51,6 @@ function unsupportedMatch(m: HTTPMatchRequest | undefined): string | undefined {
   if (m.authority) return 'authority';
   if (m.queryParams && Object.keys(m.queryParams).length > 0) return 'queryParams';
   return undefined;
-}
-
-function routeMatch(m: HTTPMatchRequest | undefined): object {
-  const out: Record<string, unknown> = {};
-  const uri = m?.uri;
-  if (uri?.exact !== undefined) out.path = uri.exact;
-  else if (uri?.prefix !== undefined) out.prefix = uri.prefix;
-  else if (uri?.regex !== undefined) out.safe_regex = { regex: uri.regex };
-  else out.prefix = '/';
-  if (m?.ignoreUriCase) out.case_sensitive = { value: false };
-  const headers: object[] = [];
-  for (const [k, v] of Object.entries(m?.headers ?? {})) headers.push(headerMatcher(k, v, false));
-  for (const [k, v] of Object.entries(m?.withoutHeaders ?? {})) headers.push(headerMatcher(k, v, true));
-  if (headers.length > 0) out.headers = headers;
-  return out;
-}
-
-function destinationCluster(
-  push: PushContext,
-  vsNs: string,
-  dest: { host: string; subset?: string | undefined; port?: { number?: number | undefined } | undefined },
-  vhostPort: number,
-): string {
-  const host = push.resolveHost(dest.host, vsNs);
-  const svc = push.service(host);
-  let port = dest.port?.number;
-  if (port === undefined) port = svc && svc.ports.length === 1 ? svc.ports[0]?.port : vhostPort;
-  return outboundClusterName(port ?? vhostPort, dest.subset ?? '', host);
 }
 
 function retryPolicy(r: HTTPRoute): object | undefined {
@@ -113,25 +65,23 @@ function retryPolicy(r: HTTPRoute): object | undefined {
   return rp;
 }
 
-function faultConfig(r: HTTPRoute, where: string, warnings: string[]): object | undefined {
+/**
+ * proxylessFault is {@link faultConfig} plus what gRPC's fault filter also reads (gRFC A33): a `grpcStatus` abort,
+ * by name or number, as `abort.grpc_status`. Returns undefined when nothing of the fault is left.
+ */
+function proxylessFault(r: HTTPRoute, where: string, warnings: string[]): object | undefined {
   if (!r.fault) return undefined;
-  const f: Record<string, unknown> = { '@type': FAULT_TYPE };
-  const dl = r.fault.delay;
-  if (dl?.fixedDelay)
-    f.delay = {
-      fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)),
-      percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
-    };
-  else if (dl) warnings.push(`${where}: only fixedDelay faults are supported for proxyless gRPC; delay ignored`);
+  const { config: f, delayLeftOut, abortLeftOut } = faultConfig(r.fault);
+  if (delayLeftOut) warnings.push(`${where}: only fixedDelay faults are supported for proxyless gRPC; delay ignored`);
   const ab = r.fault.abort;
-  if (ab?.httpStatus !== undefined)
-    f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
-  else if (ab?.grpcStatus !== undefined) {
-    const code = GRPC_STATUS_CODES[ab.grpcStatus.toUpperCase()] ?? Number(ab.grpcStatus);
-    if (Number.isInteger(code) && code >= 0 && code <= 16)
-      f.abort = { grpc_status: code, percentage: percentToFraction(ab.percentage?.value) };
-    else warnings.push(`${where}: unknown grpcStatus ${JSON.stringify(ab.grpcStatus)}; abort ignored`);
-  } else if (ab) warnings.push(`${where}: http2Error aborts are not supported for proxyless gRPC; abort ignored`);
+  if (abortLeftOut && ab) {
+    if (ab.grpcStatus !== undefined) {
+      const code = GRPC_STATUS_CODES[ab.grpcStatus.toUpperCase()] ?? Number(ab.grpcStatus);
+      if (Number.isInteger(code) && code >= 0 && code <= 16)
+        f.abort = { grpc_status: code, percentage: percentToFraction(ab.percentage?.value) };
+      else warnings.push(`${where}: unknown grpcStatus ${JSON.stringify(ab.grpcStatus)}; abort ignored`);
+    } else warnings.push(`${where}: http2Error aborts are not supported for proxyless gRPC; abort ignored`);
+  }
   return f.delay || f.abort ? f : undefined;
 }
 
@@ -176,9 +126,10 @@ function translateRoute(
   }
   const rp = retryPolicy(r);
   if (rp) action.retry_policy = rp;
+  // The sidecar's RouteMatch: `m` has no method, scheme, authority or query here (unsupportedMatch left those out).
   const route: Record<string, unknown> = { name: r.name ?? `${vs.metadata.name}.${ns}.${idx}`, match: routeMatch(m) };
   route.route = action;
-  const fault = faultConfig(r, where, warnings);
+  const fault = proxylessFault(r, where, warnings);
   if (fault) route.typed_per_filter_config = { [FAULT_FILTER_NAME]: fault };
   return route;
 }

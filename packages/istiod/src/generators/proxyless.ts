@@ -8,7 +8,8 @@ import { effectivePolicy } from './cds.js';
 import { ADS_SOURCE, durationToProto, toResource, type GeneratedResource } from './common.js';
 import { generateEndpoints } from './eds.js';
 import type { ResourceGenerator } from './index.js';
-import { FAULT_FILTER_NAME, generateProxylessRoutes, proxylessRouteName } from './proxyless-rds.js';
+import { generateProxylessRoutes, proxylessRouteName } from './proxyless-rds.js';
+import { FAULT_FILTER_NAME } from './rds.js';
 
 /**
  * PROXYLESS_GENERATOR is the node metadata value that marks a proxyless gRPC client: Istio's

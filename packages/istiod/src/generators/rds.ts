@@ -1,5 +1,12 @@
 import { TypeUrl, outboundClusterName } from '@fedmesh/api/xds';
-import { parseDurationMs, type HTTPMatchRequest, type HTTPRoute, type HeaderMatch, type Headers } from '@fedmesh/api';
+import {
+  parseDurationMs,
+  type HTTPFaultInjection,
+  type HTTPMatchRequest,
+  type HTTPRoute,
+  type HeaderMatch,
+  type Headers,
+} from '@fedmesh/api';
 import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import { isHttpProtocol, type MeshService, type ServicePort } from '../model/service.js';
@@ -10,6 +17,11 @@ import { hashPolicy } from './traffic-policy.js';
 
 /** OUTBOUND_ROUTE_NAME is the RouteConfiguration the explicit outbound listener (15001) uses. */
 export const OUTBOUND_ROUTE_NAME = 'outbound';
+
+/** FAULT_FILTER_NAME is the HTTP fault filter's name, the key of a route's fault override in `typed_per_filter_config`. */
+export const FAULT_FILTER_NAME = 'envoy.filters.http.fault';
+
+const FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
 
 /**
  * ISTIO_DEFAULT_RETRY is the retry policy Istio puts on every route without `retries` (2 attempts on connect
@@ -65,7 +77,12 @@ function headerMatcher(name: string, m: HeaderMatch, invert = false): object {
   return h;
 }
 
-function routeMatch(m: HTTPMatchRequest | undefined): object {
+/**
+ * routeMatch translates an Istio `HTTPMatchRequest` into Envoy's `RouteMatch` (Istio's `TranslateRouteMatch`):
+ * `uri` exact → `path`, prefix → `prefix`, regex → `safe_regex` (none: prefix `/`), `ignoreUriCase`, `headers`
+ * and inverted `withoutHeaders`, `method`/`authority`/`scheme` as pseudo-header matchers, and `queryParams`.
+ */
+export function routeMatch(m: HTTPMatchRequest | undefined): object {
   const out: Record<string, unknown> = {};
   const uri = m?.uri;
   if (uri?.exact !== undefined) out.path = uri.exact;
@@ -105,8 +122,11 @@ const REDIRECT_CODES: Record<number, string> = {
   308: 'PERMANENT_REDIRECT',
 };
 
-/** destinationCluster names the cluster of a route destination, choosing the port as Istio does. */
-function destinationCluster(
+/**
+ * destinationCluster names the cluster of a route destination, `outbound|<port>|<subset>|<host>`, choosing the port
+ * as Istio does: the destination's port, else the service's only port, else the virtual host's port.
+ */
+export function destinationCluster(
   push: PushContext,
   vsNs: string,
   dest: { host: string; subset?: string | undefined; port?: { number?: number | undefined } | undefined },
@@ -138,6 +158,41 @@ function destinationHashPolicy(
   const port = dest.port?.number ?? (svc && svc.ports.length === 1 ? svc.ports[0]?.port : vhostPort) ?? vhostPort;
   const subsetPolicy = dest.subset ? dr.spec.subsets?.find((s) => s.name === dest.subset)?.trafficPolicy : undefined;
   return hashPolicy(effectivePolicy(dr.spec.trafficPolicy, subsetPolicy, port));
+}
+
+/**
+ * FaultConfig is the per-route `HTTPFault` override {@link faultConfig} makes, and which parts of the Istio fault
+ * it could not express (so the caller can warn or translate them its own way).
+ */
+export interface FaultConfig {
+  config: Record<string, unknown>;
+  /** delayLeftOut is true for a delay that is not a `fixedDelay` (`exponentialDelay`). */
+  delayLeftOut: boolean;
+  /** abortLeftOut is true for an abort that is not an `httpStatus` (`grpcStatus`, `http2Error`). */
+  abortLeftOut: boolean;
+}
+
+/**
+ * faultConfig translates an Istio `HTTPFaultInjection` into Envoy's `HTTPFault` (`@type` set, Istio's
+ * `translateFault`): a `fixedDelay` as `delay.fixed_delay`, an `httpStatus` abort as `abort.http_status`, each with
+ * its percentage as a `FractionalPercent`. Other delays and aborts are left out and flagged.
+ */
+export function faultConfig(fault: HTTPFaultInjection): FaultConfig {
+  const config: Record<string, unknown> = { '@type': FAULT_TYPE };
+  const dl = fault.delay;
+  if (dl?.fixedDelay)
+    config.delay = {
+      fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)),
+      percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
+    };
+  const ab = fault.abort;
+  if (ab?.httpStatus !== undefined)
+    config.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
+  return {
+    config,
+    delayLeftOut: dl !== undefined && !dl.fixedDelay,
+    abortLeftOut: ab !== undefined && ab.httpStatus === undefined,
+  };
 }
 
 function translateRoute(
@@ -268,21 +323,10 @@ function translateRoute(
     route.route = action;
   }
   if (r.fault) {
-    const f: Record<string, unknown> = {
-      '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault',
-    };
-    const dl = r.fault.delay;
-    if (dl?.fixedDelay)
-      f.delay = {
-        fixed_delay: durationToProto(parseDurationMs(dl.fixedDelay)),
-        percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
-      };
-    const ab = r.fault.abort;
-    if (ab?.httpStatus !== undefined)
-      f.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
-    if ((dl && !dl.fixedDelay) || (ab && ab.httpStatus === undefined))
+    const fault = faultConfig(r.fault);
+    if (fault.delayLeftOut || fault.abortLeftOut)
       warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
-    route.typed_per_filter_config = { 'envoy.filters.http.fault': f };
+    route.typed_per_filter_config = { [FAULT_FILTER_NAME]: fault.config };
   }
   if (r.corsPolicy) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: corsPolicy not yet supported; ignored`);
   if (r.delegate)
