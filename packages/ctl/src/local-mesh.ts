@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseManifests, formatManifestError, type MeshResource } from '@fedmesh/api';
 import { request } from 'undici';
+import { startIngressGateway, wantsIngressGateway, type GatewayState } from './commands/gateway-local.js';
 
 /** PodState is one local pod in `state.json`. */
 export interface PodState {
@@ -35,6 +36,8 @@ export interface MeshState {
   federation?: UpFederation;
   istiod: { pid: number; host: string; xdsPlain: string; xdsTls: string; monitoring: string };
   pods: PodState[];
+  /** gateways are the gateway processes (`fedmesh up` starts an ingress gateway when a Gateway selects one). */
+  gateways?: GatewayState[];
   sleep: { outbound: string; pod: string };
   startedAt: string;
 }
@@ -310,7 +313,9 @@ export async function startPod(ctx: PodContext, p: PodPlan, pids: number[] = [])
  * virtual IPs from 10.96.N.0/24 for Services without `spec.clusterIP`), then
  * for each Deployment replica an echo app and a sidecar on its own 127.0.N.x, each pod registered with istiod as a
  * Kubernetes Pod and given a bootstrap token for its ServiceAccount; plus a `sleep` client (namespace `default`,
- * ServiceAccount `sleep`) on 127.0.N.2. Writes `<stateDir>/state.json` and returns it once every proxy is ready.
+ * ServiceAccount `sleep`) on 127.0.N.2; and when a Gateway selects `istio: ingressgateway` with HTTP(S) servers, an
+ * ingress gateway (`fedmesh gateway --mode ingress`, `istio-ingressgateway-0.istio-system`) on 127.0.N.3.
+ * Writes `<stateDir>/state.json` and returns it once every proxy is ready.
  * Throws (after stopping what it started) when the manifests have errors or a component fails to start in time.
  */
 export async function meshUp(opts: UpOptions): Promise<MeshState> {
@@ -423,6 +428,22 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
       }),
     );
     pods.sort((a, b) => (a.name < b.name ? -1 : 1));
+    const gateways: GatewayState[] = [];
+    if (wantsIngressGateway(resources)) {
+      const gw = await startIngressGateway(
+        {
+          stateDir,
+          discovery: istiod.xdsTls,
+          rootCertFile,
+          cluster,
+          token: (ns, sa) => mintToken(partial, ns, sa),
+          spawn: (name, args) => spawnChild(stateDir, name, args),
+        },
+        `127.0.${subnet}.3`,
+      );
+      pids.push(gw.pid);
+      gateways.push(gw);
+    }
     const state: MeshState = {
       version: 1,
       stateDir,
@@ -431,6 +452,7 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
       ...(opts.federation ? { federation: opts.federation } : {}),
       istiod,
       pods,
+      ...(gateways.length > 0 ? { gateways } : {}),
       sleep: { outbound: `127.0.${subnet}.2:15001`, pod: 'sleep-0' },
       startedAt: new Date().toISOString(),
     };
@@ -442,6 +464,7 @@ export async function meshUp(opts: UpOptions): Promise<MeshState> {
         for (const port of p.ports) await waitFor(`${p.name} app`, deadline, () => connects(p.address, port));
       }),
     );
+    for (const g of gateways) await waitFor(`${g.name} gateway`, deadline, () => httpOk(`http://${g.admin}/ready`));
     return state;
   } catch (err) {
     for (const pid of pids) killQuietly(pid, 'SIGKILL');
@@ -481,6 +504,7 @@ export async function meshDown(stateDir: string, graceMs = 5_000): Promise<numbe
   const pids = [
     state.istiod.pid,
     ...state.pods.flatMap((p) => [p.pids.proxy, ...(p.pids.app !== undefined ? [p.pids.app] : [])]),
+    ...(state.gateways ?? []).map((g) => g.pid),
   ];
   for (const pid of pids) killQuietly(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;

@@ -25,6 +25,8 @@ export function registerMesh(program: Command): void {
       });
       console.log(`mesh up: istiod ${state.istiod.xdsTls}, ${state.pods.length} pods`);
       for (const p of state.pods) console.log(`  ${p.name.padEnd(22)} ${p.address.padEnd(14)} ${p.spiffeId}`);
+      for (const g of state.gateways ?? [])
+        console.log(`  ${g.name.padEnd(22)} ${g.address.padEnd(14)} ${g.spiffeId} (${g.mode} gateway)`);
       console.log(
         `sleep outbound proxy: http://${state.sleep.outbound}  (e.g. curl -x http://${state.sleep.outbound} http://reviews:9080/)`,
       );

@@ -86,17 +86,16 @@ export const GatewayListenerType: XdsResourceType<EnvoyGatewayListener> = {
 };
 
 /**
- * matchFilterChain picks a gateway filter chain for a TLS connection by SNI, as Envoy orders matches: an exact
+ * matchFilterChain picks a gateway (or ingress) filter chain for a TLS connection by SNI, as Envoy orders matches: an exact
  * `server_names` entry first, then the longest `*.suffix` wildcard, then a chain with no `server_names`.
  * Returns undefined when none matches (the connection is closed).
  */
-export function matchFilterChain(
-  chains: readonly EnvoyGatewayFilterChain[],
-  serverName: string | undefined,
-): EnvoyGatewayFilterChain | undefined {
+export function matchFilterChain<
+  C extends { filter_chain_match?: { server_names?: string[] | undefined } | undefined } = EnvoyGatewayFilterChain,
+>(chains: readonly C[], serverName: string | undefined): C | undefined {
   const sni = serverName?.toLowerCase();
-  let wildcard: { chain: EnvoyGatewayFilterChain; len: number } | undefined;
-  let catchAll: EnvoyGatewayFilterChain | undefined;
+  let wildcard: { chain: C; len: number } | undefined;
+  let catchAll: C | undefined;
   for (const c of chains) {
     const names = c.filter_chain_match?.server_names ?? [];
     if (names.length === 0) {

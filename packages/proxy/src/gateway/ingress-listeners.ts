@@ -1,0 +1,356 @@
+import http from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'pino';
+import { onClientError } from '../http/client-error.js';
+import { CHAIN_GONE, NO_SECURITY, RequestGuard } from '../http/request-guard.js';
+import { createHttpHandler, type HttpHandlerContext } from '../http-handler.js';
+import { chainAlpn, createChainHttp2, hcmCodec, type HcmCodec } from '../http2/chain-codecs.js';
+import { serveHttpConnection } from '../http2/dispatch.js';
+import type { DownstreamHttp2 } from '../http2/h2-server.js';
+import { DEFAULT_LIMITS, type AcceptedListener, type ListenerLimits } from '../listener-manager.js';
+import type { RouteTable } from '../route-table.js';
+import { createUpgradeHandler } from '../websocket/upgrade.js';
+import { hcmOf, type EnvoyFilterChain } from '../xds/envoy-schemas.js';
+import { matchFilterChain } from './gateway-schema.js';
+import { downstreamSdsNames, type IngressSecret } from './ingress-schema.js';
+import { peekClientHello } from './peek.js';
+
+/** IngressListenerDeps are what an ingress gateway's listeners need from the rest of the proxy. */
+export interface IngressListenerDeps {
+  log: Logger;
+  limits?: ListenerLimits;
+  /** handlerContext is the HTTP handler's context (clusters, metrics, access log, the gateway's own workload). */
+  handlerContext: Omit<HttpHandlerContext, 'routes' | 'direction' | 'forwardClientCert' | 'peerOf'>;
+  /** rds returns an accepted RouteConfiguration by name. */
+  rds: (name: string) => RouteTable | undefined;
+  /** secret returns an accepted SDS Secret by name (server certificates and client CAs). */
+  secret: (name: string) => IngressSecret | undefined;
+  /** onHandshake observes each downstream TLS handshake's outcome (`fedmesh_tls_handshakes_total`). */
+  onHandshake?: (result: 'ok' | 'error') => void;
+}
+
+interface Chain {
+  chain: EnvoyFilterChain;
+  json: string;
+  http: http.Server;
+  h2: DownstreamHttp2;
+  codec: HcmCodec;
+  alpn: string[] | undefined;
+  /** mutual: the chain requires a client certificate verified against its validation context. */
+  mutual: boolean;
+}
+
+interface Active {
+  name: string;
+  key: string;
+  tls: boolean;
+  server: net.Server;
+  chains: Chain[];
+  guards: Map<string, RequestGuard>;
+  sockets: Set<net.Socket>;
+}
+
+const chainKey = (c: EnvoyFilterChain, i: number): string => c.name ?? `#${i}`;
+
+/**
+ * IngressListenerManager serves an ingress gateway's Listeners (Istio's gateway listeners `0.0.0.0_<port>`): a
+ * plaintext listener hands every connection to its one HTTP connection manager; a TLS listener reads the
+ * ClientHello (bounded in time and size), picks the filter chain by SNI as Envoy does (exact `server_names`, then
+ * the longest `*.` wildcard, then a chain without names), and terminates TLS with that chain's SDS certificate;
+ * a MUTUAL chain also requires a client certificate that chains to its SDS validation context. The HTTP connection
+ * managers are the sidecar's: request guard (framing, path normalization, RBAC), routing, retries, fault
+ * injection, metrics with `reporter=source` and the gateway's own labels, access logs, HTTP/2 and WebSocket.
+ * `x-forwarded-proto` is set from the connection and the client address appended to `x-forwarded-for`
+ * (Envoy's `use_remote_address`). A changed Listener at the same address swaps its chains in place; a removed one
+ * stops accepting and its connections close.
+ */
+export class IngressListenerManager {
+  private readonly active = new Map<string, Active>();
+  private readonly limits: ListenerLimits;
+  private contexts = new Map<string, tls.SecureContext>();
+
+  /** constructor stores dependencies; no I/O. */
+  constructor(private readonly deps: IngressListenerDeps) {
+    this.limits = deps.limits ?? DEFAULT_LIMITS;
+  }
+
+  /** names returns the bound listeners' names. */
+  names(): string[] {
+    return [...this.active.keys()];
+  }
+
+  /**
+   * refreshTls rebuilds the TLS contexts from the current SDS secrets: new connections use them, open ones keep
+   * theirs. Throws when a secret cannot make a context (already checked by the decoder, so a bug).
+   */
+  refreshTls(): void {
+    const next = new Map<string, tls.SecureContext>();
+    for (const l of this.active.values())
+      for (const c of l.chains) {
+        const key = this.contextKey(c.chain);
+        if (key === undefined || next.has(key)) continue;
+        const ctx = this.makeContext(c.chain);
+        if (ctx) next.set(key, ctx);
+      }
+    this.contexts = next;
+  }
+
+  /**
+   * apply makes the bound listeners match `listeners` (each already checked by `IngressListenerType`). Resolves
+   * when every new listener is bound; rejects if a bind fails (that listener is then absent).
+   */
+  async apply(listeners: ReadonlyMap<string, AcceptedListener>): Promise<void> {
+    const binds: Promise<void>[] = [];
+    for (const [name, l] of listeners) {
+      const { address, port_value } = l.config.address.socket_address;
+      const key = `${address}:${port_value}`;
+      const isTls = l.config.filter_chains.some((c) => c.transport_socket);
+      const cur = this.active.get(name);
+      if (cur && cur.key === key && cur.tls === isTls) {
+        const old = cur.chains;
+        cur.chains = this.buildChains(l, cur, old);
+        for (const c of old)
+          if (!cur.chains.includes(c)) {
+            c.http.close();
+            c.h2.close();
+          }
+        continue;
+      }
+      if (cur) this.stop(cur, true);
+      binds.push(this.bind(name, key, isTls, l));
+    }
+    for (const [name, cur] of this.active) if (!listeners.has(name)) this.stop(cur, true);
+    this.refreshTls();
+    await Promise.all(binds);
+  }
+
+  /** stopAccepting closes every listening socket (drain): new connections are refused, open ones continue. */
+  stopAccepting(): void {
+    for (const l of this.active.values()) l.server.close();
+  }
+
+  /** close stops every listener and destroys its connections. */
+  close(): void {
+    for (const l of [...this.active.values()]) this.stop(l, true);
+  }
+
+  private contextKey(chain: EnvoyFilterChain): string | undefined {
+    const n = downstreamSdsNames(chain);
+    return n.certificate ? `${n.certificate}|${n.validation ?? ''}` : undefined;
+  }
+
+  private makeContext(chain: EnvoyFilterChain): tls.SecureContext | undefined {
+    const n = downstreamSdsNames(chain);
+    const cert = n.certificate ? this.deps.secret(n.certificate) : undefined;
+    if (cert?.kind !== 'tls') return undefined;
+    const ca = n.validation ? this.deps.secret(n.validation) : undefined;
+    if (n.validation && ca?.kind !== 'ca') return undefined;
+    return tls.createSecureContext({
+      cert: cert.certChainPem,
+      key: cert.keyPem,
+      ...(ca?.kind === 'ca' ? { ca: ca.caPem } : {}),
+      minVersion: 'TLSv1.2',
+    });
+  }
+
+  private buildChains(
+    l: AcceptedListener,
+    entry: { guards: Map<string, RequestGuard> },
+    previous: readonly Chain[] = [],
+  ): Chain[] {
+    const guards = new Map<string, RequestGuard>();
+    const chains = l.config.filter_chains.map((chain, i) => {
+      const hcm = hcmOf(chain);
+      const key = chainKey(chain, i);
+      guards.set(
+        key,
+        new RequestGuard(l.security?.get(i) ?? NO_SECURITY, {
+          statPrefix: hcm?.stat_prefix ?? '',
+          registry: this.deps.handlerContext.metrics.registry,
+          log: this.deps.log.child({ scope: 'rbac', chain: key }),
+          maxHeadersCount: this.limits.maxHeadersCount,
+        }),
+      );
+      const json = JSON.stringify(chain);
+      const same = previous.find((p) => p.json === json);
+      if (same) return same;
+      return this.makeChain(l, chain, i, key, json, entry);
+    });
+    entry.guards = guards;
+    return chains;
+  }
+
+  private makeChain(
+    l: AcceptedListener,
+    chain: EnvoyFilterChain,
+    i: number,
+    key: string,
+    json: string,
+    entry: { guards: Map<string, RequestGuard> },
+  ): Chain {
+    const hcm = hcmOf(chain);
+    const inline = l.inlineRoutes.get(i);
+    const rdsName = hcm?.rds?.route_config_name;
+    const hctx: HttpHandlerContext = {
+      ...this.deps.handlerContext,
+      direction: 'outbound', // a gateway reports as the source (Istio's gateway metrics: reporter=source)
+      routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
+      forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
+      peerOf: () => undefined,
+      guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
+    };
+    const inner = createHttpHandler(hctx);
+    const secure = chain.transport_socket !== undefined;
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      edgeHeaders(req, secure);
+      inner(req, res);
+    };
+    const server = http.createServer(
+      {
+        maxHeaderSize: this.limits.maxHeaderSizeBytes,
+        requestTimeout: this.limits.requestTimeoutMs,
+        headersTimeout: this.limits.headersTimeoutMs,
+        keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+        connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))),
+      },
+      handler,
+    );
+    server.maxHeadersCount = this.limits.maxHeadersCount;
+    server.on(
+      'upgrade',
+      createUpgradeHandler(hctx, {
+        upgradeConfigs: hcm?.upgrade_configs,
+        onRequest: handler,
+        bodyTimeoutMs: this.limits.headersTimeoutMs,
+      }),
+    );
+    server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) =>
+      onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction: 'outbound', chain: key }),
+    );
+    server.emit('listening'); // starts Node's connection checks (headersTimeout) for handed-over connections
+    const h2 = createChainHttp2(hcm, handler, {
+      headers: this.limits,
+      registry: this.deps.handlerContext.metrics.registry,
+      log: this.deps.log.child({ scope: 'http2', chain: key }),
+      draining: () => this.deps.handlerContext.drain?.draining ?? false,
+    });
+    const mutual = chain.transport_socket?.typed_config.require_client_certificate?.value === true;
+    return { chain, json, http: server, h2, codec: hcmCodec(hcm), alpn: chainAlpn(chain, hcm), mutual };
+  }
+
+  private bind(name: string, key: string, isTls: boolean, l: AcceptedListener): Promise<void> {
+    const entry: Active = {
+      name,
+      key,
+      tls: isTls,
+      server: net.createServer(),
+      chains: [],
+      guards: new Map(),
+      sockets: new Set(),
+    };
+    entry.chains = this.buildChains(l, entry);
+    entry.server = net.createServer((sock) => {
+      entry.sockets.add(sock);
+      sock.on('close', () => entry.sockets.delete(sock));
+      sock.on('error', () => sock.destroy());
+      if (entry.tls) void this.onTlsConnection(entry, sock);
+      else this.onPlainConnection(entry, sock);
+    });
+    entry.server.maxConnections = this.limits.maxConnections;
+    this.active.set(name, entry);
+    const { address, port_value } = l.config.address.socket_address;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => {
+        this.active.delete(name);
+        reject(new Error(`${name}: bind ${key}: ${err.message}`));
+      };
+      entry.server.once('error', onError);
+      entry.server.listen({ host: address, port: port_value, backlog: 511 }, () => {
+        entry.server.off('error', onError);
+        entry.server.on('error', (err) => this.deps.log.error({ listener: name, err }, 'listener error'));
+        this.deps.log.info({ listener: name, address: key, tls: isTls }, 'ingress listener bound');
+        resolve();
+      });
+    });
+  }
+
+  private onPlainConnection(entry: Active, sock: net.Socket): void {
+    const chain = entry.chains.find((c) => !c.chain.transport_socket);
+    if (!chain) return void sock.destroy();
+    serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
+  }
+
+  private async onTlsConnection(entry: Active, sock: net.Socket): Promise<void> {
+    const hello = await peekClientHello(sock, { timeoutMs: this.limits.handshakeTimeoutMs });
+    if (!hello.ok) {
+      this.deps.log.warn({ listener: entry.name, remote: sock.remoteAddress, reason: hello.reason }, 'not TLS');
+      this.deps.onHandshake?.('error');
+      return void sock.destroy();
+    }
+    sock.unshift(hello.buffered);
+    const picked = matchFilterChain(
+      entry.chains.map((c) => c.chain),
+      hello.serverName,
+    );
+    const chain = entry.chains.find((c) => c.chain === picked);
+    const key = chain ? this.contextKey(chain.chain) : undefined;
+    const secureContext = key !== undefined ? this.contexts.get(key) : undefined;
+    if (!chain || !secureContext) {
+      this.deps.log.warn(
+        { listener: entry.name, remote: sock.remoteAddress, sni: hello.serverName },
+        chain ? 'no certificate for the filter chain; connection closed' : 'no filter chain matches; connection closed',
+      );
+      this.deps.onHandshake?.('error');
+      return void sock.destroy();
+    }
+    const t = new tls.TLSSocket(sock, {
+      isServer: true,
+      secureContext,
+      requestCert: chain.mutual,
+      rejectUnauthorized: chain.mutual,
+      ALPNProtocols: chain.alpn && chain.alpn.length > 0 ? chain.alpn : ['h2', 'http/1.1'],
+    });
+    let secured = false;
+    const timer = setTimeout(() => t.destroy(), this.limits.handshakeTimeoutMs);
+    t.once('secure', () => {
+      secured = true;
+      clearTimeout(timer);
+      this.deps.onHandshake?.('ok');
+      serveHttpConnection(chain, t, this.limits.headersTimeoutMs);
+    });
+    t.on('error', (err: Error) => {
+      clearTimeout(timer);
+      if (!secured) {
+        this.deps.log.warn(
+          { listener: entry.name, remote: sock.remoteAddress, err: err.message },
+          'TLS handshake refused',
+        );
+        this.deps.onHandshake?.('error');
+      }
+      t.destroy();
+    });
+  }
+
+  private stop(l: Active, destroy: boolean): void {
+    l.server.close();
+    for (const c of l.chains) {
+      c.http.close();
+      c.h2.close();
+    }
+    if (destroy) for (const s of l.sockets) s.destroy();
+    this.active.delete(l.name);
+  }
+}
+
+/**
+ * edgeHeaders sets what an edge proxy owns (Envoy with `use_remote_address`): `x-forwarded-proto` from the
+ * downstream connection (a client's value is replaced) and the client address appended to `x-forwarded-for`.
+ */
+function edgeHeaders(req: http.IncomingMessage, secure: boolean): void {
+  req.headers['x-forwarded-proto'] = secure ? 'https' : 'http';
+  const ip = req.socket.remoteAddress;
+  if (!ip) return;
+  const prior = req.headers['x-forwarded-for'];
+  req.headers['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ip}` : ip;
+}
