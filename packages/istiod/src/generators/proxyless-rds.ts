@@ -4,8 +4,8 @@ import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import type { MeshService, ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
-import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
-import { FAULT_FILTER_NAME, destinationCluster, faultConfig, routeMatch } from './rds.js';
+import { durationToProto, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { FAULT_FILTER_NAME, appliedMatches, destinationCluster, faultConfig, routeMatch } from './rds.js';
 
 /**
  * PROXYLESS_DEFAULT_RETRY is Istio's default route retry policy as gRPC reads it: gRPC keeps only the gRPC
@@ -134,14 +134,6 @@ function translateRoute(
   return route;
 }
 
-function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number): boolean {
-  if (m.port !== undefined && m.port !== port) return false;
-  if (m.sourceLabels && !matchesLabels(m.sourceLabels, proxy.labels)) return false;
-  if (m.sourceNamespace !== undefined && m.sourceNamespace !== proxy.namespace) return false;
-  if (m.gateways && m.gateways.length > 0 && !m.gateways.includes('mesh')) return false;
-  return true;
-}
-
 /**
  * proxylessRoutes translates a VirtualService's `http` routes for one service port, for a proxyless gRPC client
  * (gRFC A28 routing, A31 timeouts, A33 fault injection, A44 retries): `uri` exact/prefix/regex and header
@@ -159,12 +151,10 @@ export function proxylessRoutes(
 ): object[] {
   const out: object[] = [];
   (vs.spec.http ?? []).forEach((r, i) => {
-    const matches = r.match && r.match.length > 0 ? r.match : [undefined];
-    matches.forEach((m, j) => {
-      if (m && !matchApplies(m, proxy, port)) return;
-      const route = translateRoute(push, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings);
+    for (const { match, idx } of appliedMatches(r, i, proxy, port, namespaceOf(vs), 'mesh')) {
+      const route = translateRoute(push, vs, r, match, port, idx, warnings);
       if (route) out.push(route);
-    });
+    }
   });
   return out;
 }

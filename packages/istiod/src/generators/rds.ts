@@ -346,6 +346,35 @@ function matchApplies(m: HTTPMatchRequest, proxy: ProxyModel, port: number, vsNs
   return true;
 }
 
+/** AppliedMatch is one `match` of an `http` route that applies, with its index (`<i>`, or `<i>.<j>` of several). */
+export interface AppliedMatch {
+  match: HTTPMatchRequest | undefined;
+  idx: string;
+}
+
+/**
+ * appliedMatches lists the matches of the VirtualService's `http[i]` route `r` that apply to `proxy` on `port`, in
+ * order (a route without `match` has one, undefined): a match that names another port, other source labels or
+ * source namespace, or `gateways` none of which is `gateway` (short names resolved in `vsNs`) is skipped. Each
+ * becomes its own Envoy route, as in Istio's `BuildHTTPRoutesForVirtualService`.
+ */
+export function appliedMatches(
+  r: HTTPRoute,
+  i: number,
+  proxy: ProxyModel,
+  port: number,
+  vsNs: string,
+  gateway: string,
+): AppliedMatch[] {
+  const matches = r.match && r.match.length > 0 ? r.match : [undefined];
+  const out: AppliedMatch[] = [];
+  matches.forEach((m, j) => {
+    if (m && !matchApplies(m, proxy, port, vsNs, gateway)) return;
+    out.push({ match: m, idx: matches.length > 1 ? `${i}.${j}` : String(i) });
+  });
+  return out;
+}
+
 /**
  * virtualServiceRoutes translates a VirtualService's `http` routes for one service port as seen by one proxy
  * (Istio's `BuildHTTPRoutesForVirtualService`): each `match` becomes its own Envoy route in order; matches that
@@ -368,11 +397,8 @@ export function virtualServiceRoutes(
       );
       return;
     }
-    const matches = r.match && r.match.length > 0 ? r.match : [undefined];
-    matches.forEach((m, j) => {
-      if (m && !matchApplies(m, proxy, port, namespaceOf(vs), gateway)) return;
-      out.push(translateRoute(push, proxy, vs, r, m, port, matches.length > 1 ? `${i}.${j}` : String(i), warnings));
-    });
+    for (const { match, idx } of appliedMatches(r, i, proxy, port, namespaceOf(vs), gateway))
+      out.push(translateRoute(push, proxy, vs, r, match, port, idx, warnings));
   });
   return out;
 }
