@@ -37,8 +37,13 @@ interface Chain {
   h2: DownstreamHttp2;
   codec: HcmCodec;
   alpn: string[] | undefined;
-  /** mutual: the chain requires a client certificate verified against its validation context. */
-  mutual: boolean;
+  /**
+   * tlsServer terminates TLS for a TLS chain (it never listens: connections are handed to it once the ClientHello
+   * picked the chain); it enforces the client certificate of a MUTUAL chain (`requestCert`, `rejectUnauthorized`).
+   */
+  tlsServer?: tls.Server;
+  /** hasCert: the chain's SDS certificate (and client CA) are installed. */
+  hasCert: boolean;
 }
 
 interface Active {
@@ -68,7 +73,6 @@ const chainKey = (c: EnvoyFilterChain, i: number): string => c.name ?? `#${i}`;
 export class IngressListenerManager {
   private readonly active = new Map<string, Active>();
   private readonly limits: ListenerLimits;
-  private contexts = new Map<string, tls.SecureContext>();
 
   /** constructor stores dependencies; no I/O. */
   constructor(private readonly deps: IngressListenerDeps) {
@@ -81,19 +85,17 @@ export class IngressListenerManager {
   }
 
   /**
-   * refreshTls rebuilds the TLS contexts from the current SDS secrets: new connections use them, open ones keep
-   * theirs. Throws when a secret cannot make a context (already checked by the decoder, so a bug).
+   * refreshTls installs the current SDS secrets into every TLS chain: new connections use them, open ones keep
+   * theirs. A chain whose secrets are missing refuses connections until they arrive.
    */
   refreshTls(): void {
-    const next = new Map<string, tls.SecureContext>();
     for (const l of this.active.values())
       for (const c of l.chains) {
-        const key = this.contextKey(c.chain);
-        if (key === undefined || next.has(key)) continue;
-        const ctx = this.makeContext(c.chain);
-        if (ctx) next.set(key, ctx);
+        if (!c.tlsServer) continue;
+        const opts = this.secureOptions(c.chain);
+        c.hasCert = opts !== undefined;
+        if (opts) c.tlsServer.setSecureContext(opts);
       }
-    this.contexts = next;
   }
 
   /**
@@ -114,6 +116,7 @@ export class IngressListenerManager {
           if (!cur.chains.includes(c)) {
             c.http.close();
             c.h2.close();
+            c.tlsServer?.close();
           }
         continue;
       }
@@ -135,23 +138,19 @@ export class IngressListenerManager {
     for (const l of [...this.active.values()]) this.stop(l, true);
   }
 
-  private contextKey(chain: EnvoyFilterChain): string | undefined {
-    const n = downstreamSdsNames(chain);
-    return n.certificate ? `${n.certificate}|${n.validation ?? ''}` : undefined;
-  }
-
-  private makeContext(chain: EnvoyFilterChain): tls.SecureContext | undefined {
+  /** secureOptions are a TLS chain's certificate, key and (MUTUAL) client CA from SDS, or undefined if missing. */
+  private secureOptions(chain: EnvoyFilterChain): tls.SecureContextOptions | undefined {
     const n = downstreamSdsNames(chain);
     const cert = n.certificate ? this.deps.secret(n.certificate) : undefined;
     if (cert?.kind !== 'tls') return undefined;
     const ca = n.validation ? this.deps.secret(n.validation) : undefined;
     if (n.validation && ca?.kind !== 'ca') return undefined;
-    return tls.createSecureContext({
+    return {
       cert: cert.certChainPem,
       key: cert.keyPem,
       ...(ca?.kind === 'ca' ? { ca: ca.caPem } : {}),
       minVersion: 'TLSv1.2',
-    });
+    };
   }
 
   private buildChains(
@@ -235,8 +234,40 @@ export class IngressListenerManager {
       log: this.deps.log.child({ scope: 'http2', chain: key }),
       draining: () => this.deps.handlerContext.drain?.draining ?? false,
     });
-    const mutual = chain.transport_socket?.typed_config.require_client_certificate?.value === true;
-    return { chain, json, http: server, h2, codec: hcmCodec(hcm), alpn: chainAlpn(chain, hcm), mutual };
+    const c: Chain = {
+      chain,
+      json,
+      http: server,
+      h2,
+      codec: hcmCodec(hcm),
+      alpn: chainAlpn(chain, hcm),
+      hasCert: false,
+    };
+    if (chain.transport_socket) c.tlsServer = this.makeTlsServer(c, key);
+    return c;
+  }
+
+  private makeTlsServer(c: Chain, key: string): tls.Server {
+    const mutual = c.chain.transport_socket?.typed_config.require_client_certificate?.value === true;
+    const opts = this.secureOptions(c.chain);
+    c.hasCert = opts !== undefined;
+    const server = tls.createServer({
+      ...opts,
+      requestCert: mutual,
+      rejectUnauthorized: mutual,
+      handshakeTimeout: this.limits.handshakeTimeoutMs,
+      ALPNProtocols: c.alpn && c.alpn.length > 0 ? c.alpn : ['h2', 'http/1.1'],
+    });
+    server.on('secureConnection', (t: tls.TLSSocket) => {
+      this.deps.onHandshake?.('ok');
+      serveHttpConnection(c, t, this.limits.headersTimeoutMs);
+    });
+    server.on('tlsClientError', (err: Error, t: tls.TLSSocket) => {
+      this.deps.log.warn({ chain: key, remote: t.remoteAddress, err: err.message }, 'TLS handshake refused');
+      this.deps.onHandshake?.('error');
+      t.destroy();
+    });
+    return server;
   }
 
   private bind(name: string, key: string, isTls: boolean, l: AcceptedListener): Promise<void> {
@@ -294,9 +325,7 @@ export class IngressListenerManager {
       hello.serverName,
     );
     const chain = entry.chains.find((c) => c.chain === picked);
-    const key = chain ? this.contextKey(chain.chain) : undefined;
-    const secureContext = key !== undefined ? this.contexts.get(key) : undefined;
-    if (!chain || !secureContext) {
+    if (!chain?.tlsServer || !chain.hasCert) {
       this.deps.log.warn(
         { listener: entry.name, remote: sock.remoteAddress, sni: hello.serverName },
         chain ? 'no certificate for the filter chain; connection closed' : 'no filter chain matches; connection closed',
@@ -304,32 +333,7 @@ export class IngressListenerManager {
       this.deps.onHandshake?.('error');
       return void sock.destroy();
     }
-    const t = new tls.TLSSocket(sock, {
-      isServer: true,
-      secureContext,
-      requestCert: chain.mutual,
-      rejectUnauthorized: chain.mutual,
-      ALPNProtocols: chain.alpn && chain.alpn.length > 0 ? chain.alpn : ['h2', 'http/1.1'],
-    });
-    let secured = false;
-    const timer = setTimeout(() => t.destroy(), this.limits.handshakeTimeoutMs);
-    t.once('secure', () => {
-      secured = true;
-      clearTimeout(timer);
-      this.deps.onHandshake?.('ok');
-      serveHttpConnection(chain, t, this.limits.headersTimeoutMs);
-    });
-    t.on('error', (err: Error) => {
-      clearTimeout(timer);
-      if (!secured) {
-        this.deps.log.warn(
-          { listener: entry.name, remote: sock.remoteAddress, err: err.message },
-          'TLS handshake refused',
-        );
-        this.deps.onHandshake?.('error');
-      }
-      t.destroy();
-    });
+    chain.tlsServer.emit('connection', sock);
   }
 
   private stop(l: Active, destroy: boolean): void {
@@ -337,6 +341,7 @@ export class IngressListenerManager {
     for (const c of l.chains) {
       c.http.close();
       c.h2.close();
+      c.tlsServer?.close();
     }
     if (destroy) for (const s of l.sockets) s.destroy();
     this.active.delete(l.name);
