@@ -8,25 +8,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
 import { TypeUrl, encodeAny } from '@fedmesh/api/xds';
-import {
-  LocalTokenAuthenticator,
-  StaticCertificateProvider,
-  createCaService,
-  createOptionalClientCertCredentials,
-} from '@fedmesh/istiod';
-import { CertificateAuthority, generateKeyPair } from '@fedmesh/pki';
-import { Sidecar } from '@fedmesh/proxy';
-import { Snapshot, SnapshotCache, createAdsServer, type ResourceEntry } from '@fedmesh/xds';
-import { freeSubnet, testLogger, waitUntil } from '../harness.js';
+import type { ResourceEntry } from '@fedmesh/xds';
+import { HandControlPlane, staticCluster } from '../hand-control-plane.js';
+import { freeSubnet, waitUntil } from '../harness.js';
 import { RecordingBackend, request } from './fixture.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fedmesh-rbac-nack-'));
-const cache = new SnapshotCache();
-const nacks: { type: string; message: string }[] = [];
-const server = new grpc.Server();
-let sidecar: Sidecar;
+let cp: HandControlPlane;
 let ip = '';
 let app: RecordingBackend;
 
@@ -78,28 +67,13 @@ function listener(rules: object): ResourceEntry {
   };
 }
 
-function appCluster(): ResourceEntry {
-  return {
-    name: 'app',
-    resource: encodeAny(TypeUrl.Cluster, {
-      name: 'app',
-      type: 'STATIC',
-      connect_timeout: { seconds: 1 },
-      load_assignment: {
-        cluster_name: 'app',
-        endpoints: [
-          { lb_endpoints: [{ endpoint: { address: { socket_address: { address: ip, port_value: 8081 } } } }] },
-        ],
-      },
-    }),
-  };
+/** snapshot is the listener with `rules` in its RBAC filter, routing to the app's cluster. */
+function snapshot(rules: object): Partial<Record<string, ResourceEntry[]>> {
+  return { [TypeUrl.Listener]: [listener(rules)], [TypeUrl.Cluster]: [staticCluster('app', ip, 8081)] };
 }
 
 function push(rules: object): void {
-  cache.setSnapshot(
-    sidecar.node().id,
-    new Snapshot({ [TypeUrl.Listener]: [listener(rules)], [TypeUrl.Cluster]: [appCluster()] }),
-  );
+  cp.push(snapshot(rules));
 }
 
 function status(p: string): Promise<number> {
@@ -111,55 +85,12 @@ before(async () => {
   ip = `127.0.${subnet}.10`;
   const host = `127.0.${subnet}.1`;
   app = await RecordingBackend.start(ip, 8081, 'app');
-  const ca = await CertificateAuthority.createSelfSigned({
-    stateDir: path.join(dir, 'ca'),
-    trustDomain: 'cluster.local',
-  });
-  const tokens = new LocalTokenAuthenticator({ trustDomain: 'cluster.local' });
-  const caService = createCaService({ ca, authenticators: [tokens] });
-  const ads = createAdsServer(cache, { onNack: (_s, t, _v, m) => nacks.push({ type: t, message: m }) });
-  server.addService(caService.definition, caService.implementation);
-  server.addService(ads.service, ads.implementation);
-  const key = await generateKeyPair('ec-p256');
-  const serving = await ca.signServing({
-    publicKey: key.publicKey,
-    dnsNames: ['istiod.istio-system.svc'],
-    ips: [host],
-  });
-  const provider = new StaticCertificateProvider({
-    rootCertsPem: ca.rootCertsPem.join(''),
-    certChainPem: serving.chainPem.join(''),
-    privateKeyPem: key.privateKeyPem,
-  });
-  const port = await new Promise<number>((res, rej) =>
-    server.bindAsync(`${host}:0`, createOptionalClientCertCredentials(provider), (e, p) => (e ? rej(e) : res(p))),
-  );
-  const log = testLogger(dir, 'sidecar');
-  sidecar = new Sidecar({
-    ip,
-    podName: 'client-0',
-    namespace: 'default',
-    serviceAccount: 'client',
-    labels: { app: 'client' },
-    workloadName: 'client',
-    clusterId: 'Kubernetes',
-    discoveryAddress: `${host}:${port}`,
-    rootCertPem: ca.rootCertsPem.join(''),
-    token: tokens.mint({ namespace: 'default', serviceAccount: 'client' }),
-    adminPort: 15000,
-    mtlsPort: 15006,
-    log,
-    accessLog: log,
-  });
-  push(DENY_ADMIN);
-  await sidecar.start();
-  await waitUntil(() => sidecar.ready(), 15_000, 'sidecar ready');
+  cp = await HandControlPlane.start({ dir, host, ip, resources: snapshot(DENY_ADMIN) });
   await waitUntil(async () => (await status('/ok')) === 200, 15_000, 'listener serving');
 });
 
 after(async () => {
-  await sidecar?.stop();
-  server.forceShutdown();
+  await cp?.close();
   await app?.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -198,10 +129,10 @@ const UNIMPLEMENTED: [string, object, RegExp][] = [
 
 for (const [what, rules, where] of UNIMPLEMENTED)
   test(`an RBAC filter with ${what} is NACKed with its field path and the last good policy stays enforced`, async () => {
-    const before = nacks.length;
+    const before = cp.nacks.length;
     push(rules);
-    await waitUntil(() => nacks.slice(before).some((n) => n.type === TypeUrl.Listener), 15_000, 'LDS NACK');
-    assert.match(nacks.slice(before).find((n) => n.type === TypeUrl.Listener)?.message ?? '', where);
+    await waitUntil(() => cp.nacks.slice(before).some((n) => n.type === TypeUrl.Listener), 15_000, 'LDS NACK');
+    assert.match(cp.nacks.slice(before).find((n) => n.type === TypeUrl.Listener)?.message ?? '', where);
     const n = app.count;
     assert.equal(await status('/admin/x'), 403, 'the DENY /admin of the last good config still applies');
     assert.equal(await status('/ok'), 200);
