@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { parseDurationMs } from '@fedmesh/api';
-import { DEFAULT_DRAIN_DURATION_MS, Sidecar } from '@fedmesh/proxy';
+import { createAccessLogger, DEFAULT_DRAIN_DURATION_MS, Sidecar } from '@fedmesh/proxy';
 import { createLogger } from '../logging.js';
 import { runUntilSignal } from '../signals.js';
 
@@ -55,7 +55,8 @@ export function registerProxy(program: Command): void {
         certTtl: string;
         drainDuration: string;
       }) => {
-        const log = createLogger('proxy').child({ pod: `${o.pod}.${o.namespace}` });
+        const pod = `${o.pod}.${o.namespace}`;
+        const log = createLogger('proxy').child({ pod });
         const drainDurationMs = parseDurationMs(o.drainDuration);
         const token = o.tokenFile ? fs.readFileSync(o.tokenFile, 'utf8').trim() : undefined;
         if (o.interceptionMode !== 'NONE' && o.interceptionMode !== 'REDIRECT')
@@ -76,7 +77,11 @@ export function registerProxy(program: Command): void {
           mtlsPort: Number(o.mtlsPort),
           interceptionMode: o.interceptionMode,
           log,
-          accessLog: log.child({ scope: 'access' }),
+          // Its own buffered, unredacted logger: a line per request is the proxy's hottest write.
+          accessLog: createAccessLogger({
+            level: log.level,
+            base: { component: 'proxy', pid: process.pid, pod, scope: 'access' },
+          }),
           drainDurationMs,
           onQuit: () => process.kill(process.pid, 'SIGTERM'),
         });
