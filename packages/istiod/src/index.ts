@@ -20,3 +20,4 @@ export * from './trust/index.js';
 export * from './vm/index.js';
 export * from './push-memo.js';
 export * from './incremental.js';
+export * from './features.js';

@@ -30,7 +30,8 @@ import type { MeshSettings } from './push-context.js';
 import { KubeObjectsRegistry } from './registry/kube-objects.js';
 import { createVmSupport, type VmSupport } from './vm/index.js';
 import { KubeTokenAuthenticator } from './ca/kube-token-authenticator.js';
-import { KubeConfigSource, loadKubeConfig } from './kube/index.js';
+import { KubeConfigSource, loadKubeConfig, type EndpointMode } from './kube/index.js';
+import { readFeatures } from './features.js';
 
 /** IstiodOptions configure one control plane. Ports follow Istio: 15010, 15012, 15014. */
 export interface IstiodOptions {
@@ -54,6 +55,11 @@ export interface IstiodOptions {
    * (TokenReview, audience `istio-ca`).
    */
   kubeconfig?: string;
+  /**
+   * endpointMode, with `kubeconfig`, picks the endpoint source (see {@link EndpointMode}). Default: from
+   * `PILOT_USE_ENDPOINT_SLICE` (`features.ts`), `auto` when unset.
+   */
+  endpointMode?: EndpointMode;
   /**
    * serviceCidr, when set, is an IPv4 prefix from which Services with no `spec.clusterIP` get a virtual IP (the
    * local mesh's `10.96.<N>.0/24`), for transparent capture and `<vip>:<port>` routes.
@@ -173,7 +179,12 @@ export class Istiod {
     });
     const kc = this.opts.kubeconfig === undefined ? undefined : loadKubeConfig(this.opts.kubeconfig);
     if (kc) {
-      this.kube = new KubeConfigSource({ store: this.store, kubeConfig: kc, log: log.child({ scope: 'kube' }) });
+      this.kube = new KubeConfigSource({
+        store: this.store,
+        kubeConfig: kc,
+        endpointMode: this.opts.endpointMode ?? readFeatures().endpointMode,
+        log: log.child({ scope: 'kube' }),
+      });
       this.kube.start(signal);
     }
     const registry = new KubeObjectsRegistry(this.store, {

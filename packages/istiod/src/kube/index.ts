@@ -12,3 +12,23 @@ export {
 export { KubeApiError, type KindStatus } from './kind-watcher.js';
 export { MIRRORED_KINDS, apiVersionOf, collectionPath, type KubeObject, type MirroredKind } from './kinds.js';
 export { kubeRequestJson, type KubeRequestOptions, type KubeResponse } from './http.js';
+export {
+  ENDPOINT_SLICE_VERSIONS,
+  SERVICE_NAME_LABEL,
+  endpointSliceKind,
+  EndpointsKind,
+  parseEndpointSlice,
+  parseEndpoints,
+  type EndpointSliceEndpoint,
+  type EndpointSliceObject,
+  type EndpointSliceVersion,
+  type EndpointsAddress,
+  type EndpointsObject,
+} from './endpoint-kinds.js';
+export {
+  discoverEndpointSource,
+  parseEndpointMode,
+  servedSliceVersion,
+  type EndpointMode,
+  type EndpointSource,
+} from './endpoint-mode.js';

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ConfigStore, StoredObject } from '../config/store.js';
+import { EndpointsKind, endpointSliceKind } from './endpoint-kinds.js';
+import { discoverEndpointSource, type EndpointMode, type EndpointSource } from './endpoint-mode.js';
 import { KindWatcher, type KindStatus, type KindWatcherLimits } from './kind-watcher.js';
 import { MIRRORED_KINDS, type KubeObject, type MirroredKind } from './kinds.js';
 
@@ -17,6 +19,12 @@ export interface KubeConfigSourceOptions {
   log: Logger;
   /** kinds to mirror. Default {@link MIRRORED_KINDS}. */
   kinds?: readonly MirroredKind[];
+  /**
+   * endpointMode picks where endpoints come from (Istio's `PILOT_USE_ENDPOINT_SLICE`, see {@link EndpointMode}):
+   * `auto` (default) mirrors EndpointSlices when the API server serves `discovery.k8s.io` v1 or v1beta1 (asked once
+   * at start, retried with backoff until it answers), else core v1 Endpoints; `none` mirrors neither.
+   */
+  endpointMode?: EndpointMode;
   /** requestTimeoutMs bounds each list page and each watch's connect. Default 30 s. */
   requestTimeoutMs?: number;
   /** watchTimeoutSeconds makes the API server end each watch (it is resumed from its resourceVersion). Default 300. */
@@ -76,6 +84,13 @@ function loadInCluster(kc: KubeConfig, dir: string): void {
  */
 export class KubeConfigSource {
   private readonly watchers: KindWatcher[];
+  private endpointWatcher: KindWatcher | undefined;
+  private endpointChoice: EndpointSource | undefined;
+  private readonly discovery = new AbortController();
+  private discoveryError: string | undefined;
+  private discoveryAttempts = 0;
+  private readonly makeWatcher: (k: MirroredKind) => KindWatcher;
+  private readonly limits: KindWatcherLimits;
   private readonly pending = new Map<string, StoredObject | null>();
   /** invalid maps the store key of an object whose current version is invalid to that version's resourceVersion. */
   private readonly invalid = new Map<string, string>();
@@ -106,9 +121,9 @@ export class KubeConfigSource {
       remove: (k: MirroredKind, o: KubeObject) => this.remove(k, o),
       listed: () => this.onListed(),
     };
-    this.watchers = (opts.kinds ?? MIRRORED_KINDS).map(
-      (k) => new KindWatcher(opts.kubeConfig, k, handlers, limits, log),
-    );
+    this.limits = limits;
+    this.makeWatcher = (k) => new KindWatcher(opts.kubeConfig, k, handlers, limits, log);
+    this.watchers = (opts.kinds ?? MIRRORED_KINDS).map(this.makeWatcher);
   }
 
   /** start lists and watches every kind; failures are logged and retried, never thrown. Stops on `signal`. */
@@ -116,19 +131,56 @@ export class KubeConfigSource {
     if (this.started) return;
     this.started = true;
     for (const w of this.watchers) w.start();
+    void this.startEndpoints();
     signal?.addEventListener('abort', () => void this.stop(), { once: true });
+  }
+
+  /**
+   * endpointSource is where endpoints are mirrored from, once decided: EndpointSlices at a `discovery.k8s.io`
+   * version, or core Endpoints; undefined before the API server has answered discovery, or with mode `none`.
+   */
+  endpointSource(): EndpointSource | undefined {
+    return this.endpointChoice;
+  }
+
+  private async startEndpoints(): Promise<void> {
+    const mode = this.opts.endpointMode ?? 'auto';
+    if (mode === 'none') return;
+    const choice = await discoverEndpointSource(this.opts.kubeConfig, mode, {
+      timeoutMs: this.limits.requestTimeoutMs,
+      backoffInitialMs: this.limits.backoffInitialMs,
+      backoffMaxMs: this.limits.backoffMaxMs,
+      signal: this.discovery.signal,
+      onError: (err) => {
+        this.discoveryAttempts++;
+        this.discoveryError = err;
+        if (this.discoveryAttempts === 1)
+          this.opts.log.warn({ err, mode }, 'kubernetes API discovery of discovery.k8s.io failed; retrying');
+      },
+    });
+    if (!choice || this.discovery.signal.aborted) return;
+    this.endpointChoice = choice;
+    this.opts.log.info(
+      { mode, ...choice },
+      `endpoints from ${choice.kind}${'version' in choice ? ` ${choice.version}` : ''}`,
+    );
+    const kind = choice.kind === 'EndpointSlice' ? endpointSliceKind(choice.version) : EndpointsKind;
+    this.endpointWatcher = this.makeWatcher(kind);
+    this.endpointWatcher.start();
   }
 
   /** stop ends every informer; the mirrored objects stay in the store. */
   async stop(): Promise<void> {
-    await Promise.all(this.watchers.map((w) => w.stop()));
+    this.discovery.abort();
+    await Promise.all([...this.watchers, ...(this.endpointWatcher ? [this.endpointWatcher] : [])].map((w) => w.stop()));
     this.flush();
     for (const w of this.syncWaiters.splice(0)) w();
   }
 
   /** synced is true once every kind has been listed and applied to the store (Istio's `HasSynced`). */
   synced(): boolean {
-    return this.started && this.watchers.every((w) => w.status().synced);
+    if (!this.started || !this.watchers.every((w) => w.status().synced)) return false;
+    return (this.opts.endpointMode ?? 'auto') === 'none' || (this.endpointWatcher?.status().synced ?? false);
   }
 
   /**
@@ -158,7 +210,19 @@ export class KubeConfigSource {
 
   /** status returns every kind's {@link KindStatus}. */
   status(): KindStatus[] {
-    return this.watchers.map((w) => w.status());
+    const out = this.watchers.map((w) => w.status());
+    if (this.endpointWatcher) out.push(this.endpointWatcher.status());
+    else if (this.started && (this.opts.endpointMode ?? 'auto') !== 'none')
+      out.push({
+        kind: 'EndpointSlice',
+        synced: false,
+        watching: false,
+        served: true,
+        lists: 0,
+        restarts: this.discoveryAttempts,
+        ...(this.discoveryError !== undefined ? { lastError: this.discoveryError } : {}),
+      });
+    return out;
   }
 
   private upsert(kind: MirroredKind, obj: KubeObject): void {

@@ -1,6 +1,7 @@
 import type { ConfigStore, StoredObject } from '../config/store.js';
 import { namespaceOf, type PodObject, type ServiceObject } from '../model/config.js';
 import { allocateVips, parseIpv4Cidr, type Ipv4Cidr } from './vip-allocator.js';
+import { KubeEndpointIndex, type EndpointAddress } from './kube-endpoints.js';
 import {
   protocolFromPort,
   type MeshService,
@@ -43,10 +44,14 @@ function selects(selector: Record<string, string>, labels: Record<string, string
 }
 
 /**
- * KubeObjectsRegistry is a {@link ServiceRegistry} computed from Kubernetes `v1` Service and Pod objects held in a
- * {@link ConfigStore}, the way Istio's Kubernetes controller turns Services and Endpoints into its model: a pod
- * selected by a Service's selector, with a `podIP`, is an endpoint of each Service port; `targetPort` names
- * resolve against the pod's container ports. Views are rebuilt lazily after each store revision.
+ * KubeObjectsRegistry is a {@link ServiceRegistry} computed from Kubernetes objects held in a {@link ConfigStore},
+ * the way Istio's Kubernetes controller turns Services and endpoints into its model. A Service's endpoints come
+ * from its `discovery.k8s.io` EndpointSlices (all of them merged) when it has any, else from its core v1 Endpoints
+ * (see {@link KubeEndpointIndex}; which of the two is mirrored is the kube source's endpoint mode); each address
+ * takes its labels, service account and sidecar from the Pod it names. A Service with neither (no controller runs:
+ * manifest files, `fedmesh up`) gets what the endpoints controller would write: each pod its selector selects,
+ * with a `podIP`, is an endpoint of each Service port, `targetPort` names resolved against the pod's container
+ * ports. Views are rebuilt lazily after each store revision.
  */
 export class KubeObjectsRegistry implements ServiceRegistry {
   readonly provider = 'Kubernetes';
@@ -55,6 +60,7 @@ export class KubeObjectsRegistry implements ServiceRegistry {
   private svcs: MeshService[] = [];
   private byHost = new Map<string, MeshService>();
   private pods: PodObject[] = [];
+  private index: KubeEndpointIndex | undefined;
   private readonly svcObjects = new Map<string, ServiceObject>();
   private readonly cidr: Ipv4Cidr | undefined;
 
@@ -80,6 +86,8 @@ export class KubeObjectsRegistry implements ServiceRegistry {
     const servicePort = service?.ports.find((p) => p.port === port);
     const obj = this.svcObjects.get(hostname);
     if (!service || !servicePort || !obj) return [];
+    const fromApi = this.index?.instances(service, servicePort, (a, pod, svc) => this.apiEndpoint(a, pod, svc));
+    if (fromApi) return fromApi;
     const out: ServiceInstance[] = [];
     for (const pod of this.pods) {
       if (namespaceOf(pod) !== service.namespace || !selects(service.selector, pod.metadata.labels ?? {})) continue;
@@ -103,8 +111,31 @@ export class KubeObjectsRegistry implements ServiceRegistry {
     return pod ? this.endpointOf(pod) : undefined;
   }
 
-  private endpointOf(pod: PodObject): WorkloadEndpoint | undefined {
-    const address = pod.status?.podIP;
+  /** apiEndpoint is the endpoint of an address reported by an EndpointSlice or Endpoints (`EndpointBuilder` in kube-endpoints.ts). */
+  private apiEndpoint(a: EndpointAddress, pod: PodObject | undefined, svc: MeshService): WorkloadEndpoint {
+    const fromPod = pod ? this.endpointOf(pod, a.address) : undefined;
+    if (fromPod) {
+      const locality = { ...fromPod.locality, zone: fromPod.locality.zone || (a.zone ?? '') };
+      return { ...fromPod, locality, healthy: a.ready };
+    }
+    return {
+      address: a.address,
+      labels: {},
+      namespace: svc.namespace,
+      serviceAccount: '',
+      workloadName: '',
+      podName: '',
+      tlsMode: 'disabled',
+      locality: { region: '', zone: a.zone ?? '', subZone: '' },
+      network: this.opts.network,
+      cluster: this.opts.cluster,
+      healthy: a.ready,
+      weight: 1,
+    };
+  }
+
+  private endpointOf(pod: PodObject, reported?: string): WorkloadEndpoint | undefined {
+    const address = reported ?? pod.status?.podIP;
     if (!address) return undefined;
     const labels = pod.metadata.labels ?? {};
     return {
@@ -182,5 +213,6 @@ export class KubeObjectsRegistry implements ServiceRegistry {
     this.svcs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
     this.assignVips();
     this.pods = this.store.list<PodObject & StoredObject>('Pod');
+    this.index = new KubeEndpointIndex(this.store, this.pods);
   }
 }

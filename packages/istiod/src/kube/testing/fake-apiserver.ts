@@ -49,7 +49,7 @@ function status(code: number, reason: string, message: string): object {
 
 /**
  * FakeApiServer is a small, faithful Kubernetes API server for tests (the real client, `@kubernetes/client-node`,
- * talks to it): paged list (`limit`/`continue`, resourceVersion), NDJSON watch (`?watch=true&resourceVersion=`,
+ * talks to it): API discovery (`/api`, `/apis`, `/apis/<group>[/<version>]` for the served collections), paged list (`limit`/`continue`, resourceVersion), NDJSON watch (`?watch=true&resourceVersion=`,
  * headers flushed at once, replay from a resourceVersion, `ERROR` 410 Expired for one too old, `timeoutSeconds`,
  * bookmarks), cluster-wide and per-namespace paths, and `TokenReview` (`POST
  * /apis/authentication.k8s.io/v1/tokenreviews`) for tokens it issued. Tests change objects with
@@ -234,6 +234,8 @@ export class FakeApiServer {
     }
     if (req.method === 'POST' && url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews')
       return void this.tokenReview(req, res, url);
+    const discovery = req.method === 'GET' ? this.discovery(url.pathname) : undefined;
+    if (discovery) return this.send(req, res, url, 200, discovery);
     const route = this.route(url.pathname);
     if (!route || req.method !== 'GET')
       return this.send(req, res, url, 404, status(404, 'NotFound', `the server could not find the requested resource`));
@@ -255,6 +257,51 @@ export class FakeApiServer {
       return;
     }
     this.list(req, res, url, c, namespace);
+  }
+
+  /**
+   * discovery answers the API discovery documents for the served collections, as the API server does: `/api`
+   * (APIVersions), `/apis` (APIGroupList), `/apis/<group>` (APIGroup, versions newest first as served) and
+   * `/api/v1`, `/apis/<group>/<version>` (APIResourceList). Undefined for any other path or an unserved group.
+   */
+  private discovery(p: string): object | undefined {
+    const parts = p.split('/').filter(Boolean);
+    const resources = [...this.collections.values()].map((c) => c.resource);
+    const groups = [...new Set(resources.filter((r) => r.group !== '').map((r) => r.group))];
+    const versionsOf = (g: string): { groupVersion: string; version: string }[] =>
+      [...new Set(resources.filter((r) => r.group === g).map((r) => r.version))].map((version) => ({
+        groupVersion: g === '' ? version : `${g}/${version}`,
+        version,
+      }));
+    const group = (g: string): object => {
+      const versions = versionsOf(g);
+      return { name: g, versions, preferredVersion: versions[0] };
+    };
+    const resourceList = (g: string, v: string): object | undefined => {
+      const rs = resources.filter((r) => r.group === g && r.version === v);
+      if (rs.length === 0) return undefined;
+      return {
+        kind: 'APIResourceList',
+        apiVersion: 'v1',
+        groupVersion: g === '' ? v : `${g}/${v}`,
+        resources: rs.map((r) => ({
+          name: r.plural,
+          singularName: '',
+          namespaced: r.namespaced,
+          kind: r.kind,
+          verbs: ['get', 'list', 'watch'],
+        })),
+      };
+    };
+    if (parts[0] === 'api' && parts.length === 1)
+      return { kind: 'APIVersions', versions: versionsOf('').map((v) => v.version), serverAddressByClientCIDRs: [] };
+    if (parts[0] === 'api' && parts.length === 2) return resourceList('', parts[1] ?? '');
+    if (parts[0] !== 'apis') return undefined;
+    if (parts.length === 1) return { kind: 'APIGroupList', apiVersion: 'v1', groups: groups.map(group) };
+    if (parts.length === 2 && groups.includes(parts[1] ?? ''))
+      return { kind: 'APIGroup', apiVersion: 'v1', ...group(parts[1] ?? '') };
+    if (parts.length === 3) return resourceList(parts[1] ?? '', parts[2] ?? '');
+    return undefined;
   }
 
   private route(p: string): { c: FakeCollection; namespace?: string; name?: string } | undefined {
