@@ -111,34 +111,124 @@ function pickCluster(action: Extract<RouteEntry['action'], { kind: 'route' }>, r
  */
 export const PEER_METADATA_HEADER = 'x-envoy-peer-metadata';
 
+const peerMetadataOf = new WeakMap<WorkloadInfo, string>();
+
+/** peerMetadata is the header value announcing `self` (its fields other than the principal never change). */
 function peerMetadata(self: WorkloadInfo): string {
-  const { name, namespace, app, version, cluster } = self;
-  return Buffer.from(JSON.stringify({ name, namespace, app, version, cluster })).toString('base64');
+  let v = peerMetadataOf.get(self);
+  if (v === undefined) {
+    const { name, namespace, app, version, cluster } = self;
+    v = Buffer.from(JSON.stringify({ name, namespace, app, version, cluster })).toString('base64');
+    peerMetadataOf.set(self, v);
+  }
+  return v;
 }
 
-function readPeerMetadata(v: string | string[] | undefined, peer: PeerInfo | undefined): Partial<WorkloadInfo> {
-  if (!peer || typeof v !== 'string' || v.length > 4096) return {};
+/**
+ * MemoTable is a bounded memo of a pure function of a string (peers, SNIs and clusters are few; it is cleared when
+ * full rather than grown, so hostile values cannot grow it).
+ */
+class MemoTable<V> {
+  private readonly map = new Map<string, V>();
+
+  constructor(
+    private readonly compute: (key: string) => V,
+    private readonly max = 256,
+  ) {}
+
+  get(key: string): V {
+    let v = this.map.get(key);
+    if (v === undefined && !this.map.has(key)) {
+      v = this.compute(key);
+      if (this.map.size >= this.max) this.map.clear();
+      this.map.set(key, v);
+    }
+    return v as V;
+  }
+}
+
+type PeerMetadata = Readonly<Partial<Pick<WorkloadInfo, 'name' | 'namespace' | 'app' | 'version' | 'cluster'>>>;
+
+const parsedPeerMetadata = new MemoTable<PeerMetadata>((v) => {
   try {
     const m = JSON.parse(Buffer.from(v, 'base64').toString('utf8')) as Record<string, unknown>;
-    const str = (k: string): string | undefined => (typeof m[k] === 'string' ? m[k] : undefined);
-    const ns = str('namespace');
-    if (!ns || !peer.principal.includes(`/ns/${ns}/`)) return {};
-    const out: Partial<WorkloadInfo> = { namespace: ns };
-    for (const k of ['name', 'app', 'version', 'cluster'] as const) {
-      const val = str(k);
-      if (val !== undefined) out[k] = val;
+    const out: Partial<WorkloadInfo> = {};
+    for (const k of ['namespace', 'name', 'app', 'version', 'cluster'] as const) {
+      const val = m[k];
+      if (typeof val === 'string') out[k] = val;
     }
     return out;
   } catch {
     return {};
   }
+});
+
+function readPeerMetadata(v: string | string[] | undefined, peer: PeerInfo | undefined): PeerMetadata {
+  if (!peer || typeof v !== 'string' || v.length > 4096) return {};
+  const m = parsedPeerMetadata.get(v);
+  const ns = m.namespace;
+  if (!ns || !peer.principal.includes(`/ns/${ns}/`)) return {};
+  return m;
 }
 
-/** serviceFromSni returns the service host of an Istio mTLS SNI (`outbound_.<port>_.<subset>_.<host>`). */
-function serviceFromSni(sni: unknown): string | undefined {
-  if (typeof sni !== 'string') return undefined;
+/** ServiceNames are a service host and its first two labels (name, namespace), `unknown` when absent. */
+interface ServiceNames {
+  host: string;
+  name: string;
+  namespace: string;
+}
+
+function serviceNames(host: string): ServiceNames {
+  const parts = host.split('.');
+  return { host, name: parts[0] ?? 'unknown', namespace: parts[1] ?? 'unknown' };
+}
+
+/** serviceOfSni returns the service of an Istio mTLS SNI (`outbound_.<port>_.<subset>_.<host>`). */
+const serviceOfSni = new MemoTable<ServiceNames | undefined>((sni) => {
   const m = /^outbound_\.\d+_\.[^_]*_\.(.+)$/.exec(sni);
-  return m?.[1];
+  return m?.[1] ? serviceNames(m[1]) : undefined;
+});
+
+/** serviceOfCluster returns the service of an Istio cluster name (`outbound|<port>|<subset>|<host>`). */
+const serviceOfCluster = new MemoTable<ServiceNames>((name) => serviceNames(name.split('|')[3] ?? ''));
+
+/**
+ * LabelTemplate is a handler's request labels before anything about the request is known: its own workload's
+ * side filled in, for the principal it had when the template was made (it changes once, with the first
+ * certificate).
+ */
+interface LabelTemplate {
+  principal: string;
+  labels: IstioLabels;
+}
+
+const templates = new WeakMap<HttpHandlerContext, LabelTemplate>();
+
+function labelTemplate(ctx: HttpHandlerContext): IstioLabels {
+  const self = ctx.self;
+  const principal = self.principal;
+  const t = templates.get(ctx);
+  if (t?.principal === principal) return t.labels;
+  const labels = blankLabels();
+  if (ctx.direction === 'outbound') {
+    labels.reporter = 'source';
+    labels.source_workload = self.name;
+    labels.source_workload_namespace = self.namespace;
+    labels.source_principal = principal;
+    labels.source_app = self.app;
+    labels.source_version = self.version;
+    labels.source_cluster = self.cluster;
+  } else {
+    labels.reporter = 'destination';
+    labels.destination_workload = self.name;
+    labels.destination_workload_namespace = self.namespace;
+    labels.destination_principal = principal;
+    labels.destination_app = self.app;
+    labels.destination_version = self.version;
+    labels.destination_cluster = self.cluster;
+  }
+  templates.set(ctx, { principal, labels });
+  return labels;
 }
 
 function xfcc(peer: PeerInfo, self: WorkloadInfo): string {
@@ -151,7 +241,7 @@ function xfcc(peer: PeerInfo, self: WorkloadInfo): string {
 class Exchange {
   readonly start = process.hrtime.bigint();
   readonly startTime = new Date();
-  readonly labels: IstioLabels = blankLabels();
+  readonly labels: IstioLabels;
   readonly flags = new Set<string>();
   readonly peer: PeerInfo | undefined;
   readonly random: () => number;
@@ -172,6 +262,7 @@ class Exchange {
   ) {
     this.random = ctx.random ?? Math.random;
     this.peer = ctx.peerOf(req);
+    this.labels = { ...labelTemplate(ctx) };
     this.view = {
       method: req.method ?? 'GET',
       authority: req.headers.host ?? headerString(req.headers[':authority']) ?? '',
@@ -189,44 +280,26 @@ class Exchange {
     return Number(process.hrtime.bigint() - this.start) / 1e6;
   }
 
+  /** initLabels fills in what the request itself tells (the rest comes from the handler's template). */
   private initLabels(): void {
     const { labels, ctx } = this;
-    const self = ctx.self;
-    labels.reporter = ctx.direction === 'outbound' ? 'source' : 'destination';
     labels.request_protocol = isGrpcRequest(this.req.headers) ? 'grpc' : 'http';
-    if (ctx.direction === 'outbound')
-      Object.assign(labels, {
-        source_workload: self.name,
-        source_workload_namespace: self.namespace,
-        source_principal: self.principal,
-        source_app: self.app,
-        source_version: self.version,
-        source_cluster: self.cluster,
-      });
-    else {
-      const src = readPeerMetadata(this.req.headers[PEER_METADATA_HEADER], this.peer);
-      const svc = serviceFromSni((this.req.socket as TLSSocket).servername);
-      if (src.name !== undefined) labels.source_workload = src.name;
-      if (src.namespace !== undefined) labels.source_workload_namespace = src.namespace;
-      if (src.app !== undefined) labels.source_app = src.app;
-      if (src.version !== undefined) labels.source_version = src.version;
-      if (src.cluster !== undefined) labels.source_cluster = src.cluster;
-      if (svc) {
-        labels.destination_service = svc;
-        labels.destination_service_name = svc.split('.')[0] ?? 'unknown';
-        labels.destination_service_namespace = svc.split('.')[1] ?? 'unknown';
-      }
-      Object.assign(labels, {
-        destination_workload: self.name,
-        destination_workload_namespace: self.namespace,
-        destination_principal: self.principal,
-        destination_app: self.app,
-        destination_version: self.version,
-        destination_cluster: self.cluster,
-        source_principal: this.peer?.principal ?? 'unknown',
-        connection_security_policy: this.peer ? 'mutual_tls' : 'none',
-      });
+    if (ctx.direction === 'outbound') return;
+    const src = readPeerMetadata(this.req.headers[PEER_METADATA_HEADER], this.peer);
+    const sni = (this.req.socket as TLSSocket).servername;
+    const svc = typeof sni === 'string' ? serviceOfSni.get(sni) : undefined;
+    if (src.name !== undefined) labels.source_workload = src.name;
+    if (src.namespace !== undefined) labels.source_workload_namespace = src.namespace;
+    if (src.app !== undefined) labels.source_app = src.app;
+    if (src.version !== undefined) labels.source_version = src.version;
+    if (src.cluster !== undefined) labels.source_cluster = src.cluster;
+    if (svc) {
+      labels.destination_service = svc.host;
+      labels.destination_service_name = svc.name;
+      labels.destination_service_namespace = svc.namespace;
     }
+    labels.source_principal = this.peer?.principal ?? 'unknown';
+    labels.connection_security_policy = this.peer ? 'mutual_tls' : 'none';
   }
 
   /** localReply answers with a proxy-generated response (Envoy's local reply) and records the exchange. */
@@ -378,9 +451,12 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
 
   const headers: Record<string, string | string[]> = {};
   // HTTP/2 pseudo-headers are not forwarded; `te` is, only as `trailers` (gRPC), as Envoy does.
-  for (const [k, v] of Object.entries(req.headers))
-    if (v !== undefined && !k.startsWith(':') && (!HOP_BY_HOP.has(k) || (k === 'te' && v === 'trailers')))
+  const reqHeaders = req.headers;
+  for (const k in reqHeaders) {
+    const v = reqHeaders[k];
+    if (v !== undefined && k.charCodeAt(0) !== 58 /* : */ && (!HOP_BY_HOP.has(k) || (k === 'te' && v === 'trailers')))
       headers[k] = v;
+  }
   let upstreamPath = view.path;
   if (action.prefixRewrite)
     upstreamPath = action.prefixRewrite.replacement + view.path.slice(action.prefixRewrite.prefix.length) || '/';
@@ -403,20 +479,23 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
   applyMutations(headers, route.requestHeadersToAdd, route.requestHeadersToRemove);
   injectSpan(headers, x.trace);
   if (ctx.direction === 'outbound') {
-    const svcHost = clusterName.split('|')[3] ?? '';
-    Object.assign(x.labels, {
-      destination_service: svcHost,
-      destination_service_name: svcHost.split('.')[0] ?? 'unknown',
-      destination_service_namespace: svcHost.split('.')[1] ?? 'unknown',
-      connection_security_policy: cluster.mtls ? 'unknown' : 'none',
-    });
+    const svc = serviceOfCluster.get(clusterName);
+    const labels = x.labels;
+    labels.destination_service = svc.host;
+    labels.destination_service_name = svc.name;
+    labels.destination_service_namespace = svc.namespace;
+    labels.connection_security_policy = cluster.mtls ? 'unknown' : 'none';
   }
-  const q = view.path.indexOf('?');
-  const { hash, setCookie } = computeHash(action.hashPolicy, {
-    headers: req.headers,
-    query: new URLSearchParams(q >= 0 ? view.path.slice(q + 1) : ''),
-    sourceIp: req.socket.remoteAddress ?? '',
-  });
+  let hash: number | undefined;
+  let setCookie: string | undefined;
+  if (action.hashPolicy && action.hashPolicy.length > 0) {
+    const q = view.path.indexOf('?');
+    ({ hash, setCookie } = computeHash(action.hashPolicy, {
+      headers: req.headers,
+      query: new URLSearchParams(q >= 0 ? view.path.slice(q + 1) : ''),
+      sourceIp: req.socket.remoteAddress ?? '',
+    }));
+  }
 
   // Retries and mirrors resend the body: buffer it, bounded.
   let body: Buffer | undefined;
@@ -449,14 +528,14 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
     random: x.random,
     elapsedMs: () => x.elapsedMs(),
     onEndpoint: (ep) => {
-      if (ctx.direction === 'outbound' && ep.workload)
-        Object.assign(x.labels, {
-          destination_workload: ep.workload.name,
-          destination_workload_namespace: ep.workload.namespace,
-          destination_app: ep.workload.app,
-          destination_version: ep.workload.version,
-          destination_cluster: ep.workload.cluster,
-        });
+      const w = ep.workload;
+      if (ctx.direction !== 'outbound' || !w) return;
+      const labels = x.labels;
+      labels.destination_workload = w.name;
+      labels.destination_workload_namespace = w.namespace;
+      labels.destination_app = w.app;
+      labels.destination_version = w.version;
+      labels.destination_cluster = w.cluster;
     },
   });
   x.upstream = { ...x.upstream, ...result };
@@ -481,8 +560,11 @@ function respond(
   if (x.upstream.upstreamPrincipal && x.ctx.direction === 'outbound')
     x.labels.destination_principal = x.upstream.upstreamPrincipal;
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(ures.headers))
-    if (v !== undefined && !HOP_BY_HOP.has(k) && !k.startsWith(':')) out[k] = v;
+  const upstreamHeaders = ures.headers;
+  for (const k in upstreamHeaders) {
+    const v = upstreamHeaders[k];
+    if (v !== undefined && !HOP_BY_HOP.has(k) && k.charCodeAt(0) !== 58 /* : */) out[k] = v;
+  }
   applyMutations(out, route.responseHeadersToAdd, route.responseHeadersToRemove);
   if (result.serviceTimeMs !== undefined)
     out['x-envoy-upstream-service-time'] = String(Math.round(result.serviceTimeMs));

@@ -1,5 +1,6 @@
 import type http from 'node:http';
 import type { Readable } from 'node:stream';
+import { Cancellation, type Admission, type CancelSignal } from './circuit-breaker.js';
 import type { Endpoint, UpstreamCluster } from './cluster-manager.js';
 import type { HttpHandlerContext } from './http-handler.js';
 import { hostKey } from './lb/types.js';
@@ -103,7 +104,7 @@ function failureReply(o: Extract<AttemptOutcome, { kind: 'failure' }>): { flag: 
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: CancelSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done(): void {
@@ -138,7 +139,7 @@ export async function forward(
   const stats = ctx.stats;
   const label = { cluster_name: cluster.name };
   const out: ForwardResult = { flags: [], attempts: 0, cluster: cluster.name };
-  const gone = new AbortController();
+  const gone = new Cancellation();
   const onClose = (): void => {
     if (!res.writableFinished) gone.abort();
   };
@@ -172,20 +173,24 @@ export async function forward(
 
   const retry = action.retry;
   const maxAttempts = 1 + (retry?.numRetries ?? 0);
-  const tried = new Set<string>();
+  const tried = retry?.previousHosts ? new Set<string>() : undefined;
   let retrySlot: (() => void) | undefined;
   let last: AttemptResult | undefined;
   try {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      const timeout = new AbortController();
-      const remaining = deadline - Date.now();
-      const timer = Number.isFinite(remaining) ? setTimeout(() => timeout.abort(), Math.max(0, remaining)) : undefined;
-      const admission = await cluster.breaker.acquire(AbortSignal.any([gone.signal, timeout.signal]));
-      clearTimeout(timer);
+      if (gone.aborted) return cancelled(out);
+      // Most requests are admitted (or overflow) at once; only a pending request waits, bounded by the deadline.
+      let admission = cluster.breaker.tryAcquire();
+      let timedOut = false;
+      if (!admission) {
+        const w = await waitForAdmission(cluster.breaker.acquire.bind(cluster.breaker), gone, deadline);
+        admission = w.admission;
+        timedOut = w.timedOut;
+      }
       if (!admission.ok) {
         retrySlot?.();
-        if (gone.signal.aborted) return cancelled(out);
-        if (timeout.signal.aborted) {
+        if (gone.aborted) return cancelled(out);
+        if (timedOut) {
           stats?.timeout.inc(label);
           return local(out, failureReply({ kind: 'failure', failure: 'timeout', requestSent: false }));
         }
@@ -194,7 +199,7 @@ export async function forward(
       }
       const ep = ctx.clusters.pickEndpoint(cluster, {
         hash: spec.hash,
-        exclude: retry?.previousHosts ? tried : undefined,
+        exclude: tried,
         hostSelectionAttempts: retry?.previousHosts ? retry.hostSelectionAttempts : 1,
       });
       if (!ep) {
@@ -205,7 +210,7 @@ export async function forward(
           reply: { status: 503, body: 'no healthy upstream', details: 'no_healthy_upstream' },
         });
       }
-      tried.add(hostKey(ep));
+      tried?.add(hostKey(ep));
       spec.onEndpoint?.(ep);
       out.attempts = attempt;
       out.host = `${ep.address}:${ep.port}`;
@@ -219,22 +224,15 @@ export async function forward(
         ctx.clusters,
         cluster,
         ep,
-        {
-          method: spec.method,
-          path: spec.path,
-          authority: spec.authority,
-          headers: spec.headers,
-          body: spec.body,
-          ...(spec.onBodyData ? { onBodyData: spec.onBodyData } : {}),
-        },
+        spec, // an UpstreamRequestSpec: method, path, authority, headers, body, onBodyData
         attemptTimeout,
         perTryBinds ? 'per-try-timeout' : 'timeout',
         admission.release,
-        gone.signal,
+        gone,
       );
       retrySlot?.();
       retrySlot = undefined;
-      if (gone.signal.aborted) return cancelled(out);
+      if (gone.aborted) return cancelled(out);
       const o = last.outcome;
       if (o.kind === 'failure' && o.failure === 'per-try-timeout') stats?.perTryTimeout.inc(label);
       const canRetry = retry !== undefined && retriableOutcome(retry, o);
@@ -253,8 +251,8 @@ export async function forward(
           stats?.timeout.inc(label);
           return local(out, failureReply({ kind: 'failure', failure: 'timeout', requestSent: true }));
         }
-        await sleep(backoff, gone.signal);
-        if (gone.signal.aborted) return cancelled(out);
+        await sleep(backoff, gone);
+        if (gone.aborted) return cancelled(out);
         continue;
       }
       if (canRetry) {
@@ -287,6 +285,38 @@ export async function forward(
     return local(out, failureReply(o));
   }
   return out;
+}
+
+/**
+ * waitForAdmission waits as a pending request of the circuit breaker until admitted, the downstream goes away
+ * (`gone`) or the route deadline passes (`timedOut`).
+ */
+async function waitForAdmission(
+  acquire: (signal: CancelSignal) => Promise<Admission>,
+  gone: Cancellation,
+  deadline: number,
+): Promise<{ admission: Admission; timedOut: boolean }> {
+  const wait = new Cancellation();
+  const onGone = (): void => wait.abort();
+  gone.addEventListener('abort', onGone);
+  let timedOut = false;
+  const remaining = deadline - Date.now();
+  const timer = Number.isFinite(remaining)
+    ? setTimeout(
+        () => {
+          timedOut = true;
+          wait.abort();
+        },
+        Math.max(0, remaining),
+      )
+    : undefined;
+  try {
+    const admission = await acquire(wait);
+    return { admission, timedOut: timedOut && !gone.aborted };
+  } finally {
+    clearTimeout(timer);
+    gone.removeEventListener('abort', onGone);
+  }
 }
 
 function local(out: ForwardResult, r: { flag: string; reply: LocalReply }): ForwardResult {

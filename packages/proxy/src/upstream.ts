@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { isPkiError } from '@fedmesh/pki';
+import type { CancelSignal } from './circuit-breaker.js';
 import type { ClusterManager, Endpoint, UpstreamCluster } from './cluster-manager.js';
 import type { AttemptFailure, AttemptOutcome } from './retry.js';
 import { sendH2Attempt } from './upstream/h2-attempt.js';
@@ -80,7 +81,7 @@ export function sendAttempt(
   timeoutMs: number,
   timeoutKind: 'per-try-timeout' | 'timeout',
   onEnd: () => void,
-  signal?: AbortSignal,
+  signal?: CancelSignal,
 ): Promise<AttemptResult> {
   const http1 = (): Promise<AttemptResult> =>
     sendHttp1Attempt(manager, cluster, ep, spec, timeoutMs, timeoutKind, onEnd, signal);
@@ -98,7 +99,7 @@ function sendHttp1Attempt(
   timeoutMs: number,
   timeoutKind: 'per-try-timeout' | 'timeout',
   onEnd: () => void,
-  signal?: AbortSignal,
+  signal?: CancelSignal,
 ): Promise<AttemptResult> {
   return new Promise((resolve) => {
     const target = manager.upstreamTarget(cluster, ep);
@@ -191,6 +192,16 @@ function sendHttp1Attempt(
     else {
       const count = spec.onBodyData;
       if (count) body.on('data', (c: Buffer) => count(c.length));
+      // A downstream body that closes before its end (the client went away, its HTTP/2 stream was reset for a
+      // content-length that disagreed with its DATA) is never sent on as complete: the upstream request is
+      // destroyed, so its connection cannot go back to the pool owing body bytes that the next request would pay.
+      const onBodyClose = (): void => {
+        if (body.readableEnded) return;
+        ureq.destroy();
+        fail('reset', 'downstream_disconnect');
+      };
+      if (body.destroyed) onBodyClose();
+      else body.once('close', onBodyClose);
       body.pipe(ureq);
     }
   });

@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import http2 from 'node:http2';
 import type { Readable } from 'node:stream';
+import type { CancelSignal } from '../circuit-breaker.js';
 import type { ClusterManager, Endpoint, UpstreamCluster } from '../cluster-manager.js';
 import type { AttemptFailure } from '../retry.js';
 import type { AttemptResult, UpstreamRequestSpec } from '../upstream.js';
@@ -77,7 +78,7 @@ export async function sendH2Attempt(
   timeoutMs: number,
   timeoutKind: 'per-try-timeout' | 'timeout',
   onEnd: () => void,
-  signal: AbortSignal | undefined,
+  signal: CancelSignal | undefined,
   http1: () => Promise<AttemptResult>,
 ): Promise<AttemptResult> {
   const target = manager.upstreamTarget(cluster, ep);
@@ -144,7 +145,7 @@ class WaitEnded extends Error {
   }
 }
 
-function withDeadline<T>(p: Promise<T>, deadline: number, signal: AbortSignal | undefined): Promise<T> {
+function withDeadline<T>(p: Promise<T>, deadline: number, signal: CancelSignal | undefined): Promise<T> {
   if (!Number.isFinite(deadline) && !signal) return p;
   return new Promise<T>((resolve, reject) => {
     const timer = Number.isFinite(deadline)
@@ -164,7 +165,7 @@ function runStream(
   spec: UpstreamRequestSpec,
   deadline: number,
   timeoutKind: 'per-try-timeout' | 'timeout',
-  signal: AbortSignal | undefined,
+  signal: CancelSignal | undefined,
   end: () => void,
 ): Promise<StreamOutcome> {
   return new Promise((resolve) => {
@@ -235,6 +236,12 @@ function runStream(
     else if (body) {
       const count = spec.onBodyData;
       if (count) body.on('data', (c: Buffer) => count(c.length));
+      // A downstream body that closes before its end is cancelled upstream, never ended as if it were whole.
+      const onBodyClose = (): void => {
+        if (!body.readableEnded) onAbort();
+      };
+      if (body.destroyed) onBodyClose();
+      else body.once('close', onBodyClose);
       body.pipe(stream);
     }
   });
