@@ -163,6 +163,7 @@ describe('fedmesh on a real kube-apiserver v1.20.2', { skip, timeout: 600_000 },
       const name = pod.metadata.name;
       const podIp = ip(10 + i);
       addresses.set(name, podIp);
+      podAddresses.set(name, podIp);
       const app = pod.metadata.labels?.app ?? '';
       if (app === 'reviews') backends.push(await startBackend(podIp, 9080, name));
       const sa = pod.spec.serviceAccountName ?? 'default';
@@ -225,6 +226,66 @@ describe('fedmesh on a real kube-apiserver v1.20.2', { skip, timeout: 600_000 },
     const seen = new Set<string>();
     for (let i = 0; i < 60 && seen.size < 3; i++) seen.add(await versionOf(sleepAddr));
     assert.deepEqual([...seen].sort(), ['v1', 'v2', 'v3'], 'all three versions serve without a VirtualService');
+  });
+
+  it('takes endpoints from discovery.k8s.io/v1beta1 EndpointSlices once a Service has them (pods no longer selected)', async (t) => {
+    assert.deepEqual(istiod.kube?.endpointSource(), { kind: 'EndpointSlice', version: 'v1beta1' });
+    const sleepAddr = `${ip(10)}:15001`;
+    const reviews = await Promise.all(['v1', 'v2', 'v3'].map((v) => podOf('reviews', v)));
+    // No endpointslice controller runs here (kube-controller-manager has only the Deployment and token
+    // controllers), so the slices are written as that controller would: one per address family, Pod targetRefs.
+    const sliceOf = (name: string, eps: { pod: KubePod | undefined; ready: boolean }[]): string =>
+      JSON.stringify({
+        apiVersion: 'discovery.k8s.io/v1beta1',
+        kind: 'EndpointSlice',
+        metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': 'reviews' } },
+        addressType: 'IPv4',
+        endpoints: eps.map(({ pod, ready }) => ({
+          addresses: [addressOf(pod)],
+          conditions: { ready },
+          targetRef: { kind: 'Pod', namespace: 'default', name: pod?.metadata.name },
+          topology: { 'kubernetes.io/hostname': 'fake-node' },
+        })),
+        ports: [{ name: 'http', port: 9080, protocol: 'TCP' }],
+      });
+    const t0 = Date.now();
+    await cluster.kubectl(['apply', '-f', '-'], sliceOf('reviews-a', [{ pod: reviews[0], ready: true }]));
+    await cluster.kubectl(['apply', '-f', '-'], sliceOf('reviews-b', [{ pod: reviews[2], ready: true }]));
+    await waitUntil(() => istiod.store.list('EndpointSlice', 'default').length === 2, 30_000, 'slices mirrored');
+    await waitUntil(
+      async () =>
+        Object.keys(await split(sleepAddr, 20))
+          .sort()
+          .join() === 'v1,v3',
+      60_000,
+      'only the pods in the slices (v1, v3) serve',
+    );
+    t.diagnostic(`kubectl apply of 2 EndpointSlices → traffic follows them in ${Date.now() - t0} ms`);
+    await cluster.kubectl(
+      ['apply', '-f', '-'],
+      sliceOf('reviews-b', [
+        { pod: reviews[2], ready: true },
+        { pod: reviews[1], ready: false },
+      ]),
+    );
+    await waitUntil(() => registryHealth(istiod, addressOf(reviews[1])) === false, 30_000, 'v2 listed but not ready');
+    assert.equal((await split(sleepAddr, 30)).v2 ?? 0, 0, 'a not-ready endpoint gets no traffic');
+    await cluster.kubectl(
+      ['apply', '-f', '-'],
+      sliceOf('reviews-b', [
+        { pod: reviews[2], ready: true },
+        { pod: reviews[1], ready: true },
+      ]),
+    );
+    const seen = new Set<string>();
+    await waitUntil(
+      async () => {
+        for (let i = 0; i < 10; i++) seen.add(await versionOf(sleepAddr));
+        return seen.has('v2');
+      },
+      60_000,
+      'v2 serves once Ready in its slice',
+    );
   });
 
   it('carries VirtualService changes made with kubectl to the proxies: 90-10, then all v1', async (t) => {
@@ -313,6 +374,22 @@ describe('fedmesh on a real kube-apiserver v1.20.2', { skip, timeout: 600_000 },
     return s.types['RDS']?.acked ?? '';
   }
 });
+
+/** addressOf is a bound pod's IP as its status says (set by the routing test). */
+function addressOf(pod: KubePod | undefined): string {
+  const a = podAddresses.get(pod?.metadata.name ?? '');
+  assert.ok(a, `address of ${pod?.metadata.name}`);
+  return a;
+}
+
+const podAddresses = new Map<string, string>();
+
+/** registryHealth is whether istiod's registry has the reviews:9080 endpoint at `address` healthy (undefined: absent). */
+function registryHealth(istiod: Istiod, address: string): boolean | undefined {
+  const push = istiod.discovery.pushContext();
+  return push.instances('reviews.default.svc.cluster.local', 9080).find((i) => i.endpoint.address === address)?.endpoint
+    .healthy;
+}
 
 async function versionOf(proxy: string): Promise<string> {
   const res = await get(proxy, 'reviews:9080');
