@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { parseManifests, type MeshResource } from '@fedmesh/api';
 import { generateKeyPair } from '@fedmesh/pki';
@@ -19,9 +20,15 @@ export interface Recorded {
   /** bodyBytes counts the body received so far; complete turns true when the body ended cleanly. */
   bodyBytes: number;
   complete: boolean;
+  /** closed turns true once the request is over, whole or aborted (the connection under it was closed). */
+  closed: boolean;
 }
 
-/** RecordingBackend is an app that answers 200 `{pod, path, xfcc}` and records every request. */
+/**
+ * RecordingBackend is an app that answers 200 `{pod, path, xfcc}` and records every request, CONNECT and Upgrade
+ * requests too (Node hands those to the `connect` and `upgrade` events, not `request`): they are recorded, then
+ * refused with 405 and the connection closed, so a tunnel the proxy should have refused still counts as arrived.
+ */
 export class RecordingBackend {
   readonly requests: Recorded[] = [];
 
@@ -31,6 +38,7 @@ export class RecordingBackend {
   static async start(host: string, port: number, pod: string): Promise<RecordingBackend> {
     const server = http.createServer();
     const b = new RecordingBackend(server);
+    const openOnSocket = new WeakMap<net.Socket, Recorded[]>();
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const rec: Recorded = {
         method: req.method ?? '',
@@ -38,15 +46,39 @@ export class RecordingBackend {
         headers: req.headers,
         bodyBytes: 0,
         complete: false,
+        closed: false,
       };
       b.requests.push(rec);
       req.on('data', (c: Buffer) => (rec.bodyBytes += c.length));
       req.on('end', () => (rec.complete = true));
+      req.on('close', () => (rec.closed = true));
+      // A request cut off mid-body by its connection closing does not always emit 'close' itself.
+      const onSocket = openOnSocket.get(req.socket);
+      if (onSocket) onSocket.push(rec);
+      else {
+        const recs = [rec];
+        openOnSocket.set(req.socket, recs);
+        req.socket.once('close', () => recs.forEach((r) => (r.closed = true)));
+      }
       req.on('error', () => undefined);
       res
         .writeHead(200, { 'content-type': 'application/json' })
         .end(JSON.stringify({ pod, path: req.url, xfcc: req.headers['x-forwarded-client-cert'] ?? null }));
     });
+    const refuseTunnel = (req: http.IncomingMessage, sock: Duplex): void => {
+      b.requests.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        bodyBytes: 0,
+        complete: true,
+        closed: true,
+      });
+      sock.on('error', () => undefined);
+      sock.end('HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    };
+    server.on('connect', refuseTunnel);
+    server.on('upgrade', refuseTunnel);
     await new Promise<void>((r) => server.listen(port, host, () => r()));
     return b;
   }
@@ -130,8 +162,11 @@ export async function issueIdentity(mesh: LocalMesh, namespace: string, serviceA
   return { certPem: leaf.chainPem.join(''), keyPem: key.privateKeyPem, rootPem: mesh.rootCertPem() };
 }
 
-/** mtlsDialer connects to a sidecar's inbound port with a mesh identity and the SNI a peer sidecar would send. */
-export function mtlsDialer(host: string, port: number, sni: string, id: MeshIdentity): Dialer {
+/**
+ * mtlsDialer connects to a sidecar's inbound port with a mesh identity and the SNI a peer sidecar would send.
+ * `alpn` are the application protocols offered (none by default: the server then picks the codec by the first bytes).
+ */
+export function mtlsDialer(host: string, port: number, sni: string, id: MeshIdentity, alpn?: string[]): Dialer {
   return (ready) => {
     const s = tls.connect({
       host,
@@ -141,6 +176,7 @@ export function mtlsDialer(host: string, port: number, sni: string, id: MeshIden
       key: id.keyPem,
       ca: id.rootPem,
       checkServerIdentity: () => undefined,
+      ...(alpn ? { ALPNProtocols: alpn } : {}),
     });
     s.once('secureConnect', ready);
     return s;

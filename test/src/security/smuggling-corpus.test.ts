@@ -6,6 +6,18 @@
  * server sidecar's 15006 (mTLS with a mesh identity), every case must be refused with a 4xx, the connection
  * closed, and the app must see no request at all, so 0 second requests get through. A positive control proves
  * well-framed pipelining still works.
+ *
+ * HTTP/2 downgrade corpus: the app's hop is HTTP/1.1 (the inbound sidecar forwards to the app over HTTP/1.1), so a
+ * request that came in over HTTP/2, h2c to the app's sidecar's 15001 (then HTTP/2 between the sidecars) or h2 by
+ * ALPN over mTLS to 15006, is re-framed as HTTP/1.1. H2_SMUGGLING_CORPUS sends, with the raw client of `h2-raw.ts`,
+ * what would smuggle `GET /smuggled` across that downgrade: a `content-length` that disagrees with the DATA frames
+ * (H2.CL), `transfer-encoding` in HTTP/2 (H2.TE), connection-specific headers, CR, LF or NUL in header values,
+ * names and pseudo-headers (H2.CRLF), framing fields in request trailers. 0 second requests may reach the app: it
+ * must never see `/smuggled`, nor a field with CR, LF or NUL, nor a complete request whose framing was ambiguous;
+ * and a request sent through the same entry afterwards must arrive intact (no upstream connection left with half
+ * a body). Node's HTTP/2 binding ignores a regular field whose name or value is invalid (its nghttp2
+ * on_invalid_header callback returns 0), where RFC 9113 §8.2.1 calls the request malformed: such a request reaches
+ * the app without the field, and those cases (FIELD_DROPPED) check exactly that.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -19,7 +31,9 @@ import {
   rawExchange,
   request,
   type Dialer,
+  type Recorded,
 } from './fixture.js';
+import { h2Exchange, type H2Field, type H2Request } from './h2-raw.js';
 
 const HOST = 'reviews:9080';
 const SMUGGLED = `GET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
@@ -87,11 +101,136 @@ const BODY_ERROR_CASES = new Set([
   'chunk lines with bare LF',
 ]);
 
+const h2Post = (extra: H2Field[] = [], pseudo: Partial<Record<string, string>> = {}): H2Field[] => [
+  [':method', pseudo[':method'] ?? 'POST'],
+  [':scheme', 'http'],
+  [':authority', pseudo[':authority'] ?? HOST],
+  [':path', pseudo[':path'] ?? '/first'],
+  ...extra,
+];
+
+/** H2_SMUGGLING_CORPUS maps a case name to the HTTP/2 stream sent for it. */
+export const H2_SMUGGLING_CORPUS: Record<string, H2Request> = {
+  'H2.CL content-length 0 with a body': { fields: h2Post([['content-length', '0']]), data: [SMUGGLED] },
+  'H2.CL content-length shorter than DATA': { fields: h2Post([['content-length', '5']]), data: [`hello${SMUGGLED}`] },
+  'H2.CL overrun in a second DATA frame': {
+    fields: h2Post([['content-length', '5']]),
+    data: ['hel', `lo${SMUGGLED}`],
+  },
+  'H2.CL content-length longer than DATA': { fields: h2Post([['content-length', '200']]), data: [SMUGGLED] },
+  'H2.CL content-length +5': { fields: h2Post([['content-length', '+5']]), data: [`hello${SMUGGLED}`] },
+  'H2.CL content-length list': { fields: h2Post([['content-length', '5, 5']]), data: [`hello${SMUGGLED}`] },
+  'H2.CL two content-length': {
+    fields: h2Post([
+      ['content-length', '5'],
+      ['content-length', '48'],
+    ]),
+    data: [`hello${SMUGGLED}`],
+  },
+  'H2.TE transfer-encoding chunked': {
+    fields: h2Post([['transfer-encoding', 'chunked']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'H2.TE transfer-encoding with content-length': {
+    fields: h2Post([
+      ['content-length', '48'],
+      ['transfer-encoding', 'chunked'],
+    ]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'H2.TE Transfer-Encoding (uppercase name)': {
+    fields: h2Post([['Transfer-Encoding', 'chunked']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'te: chunked': { fields: h2Post([['te', 'chunked']]), data: [`0\r\n\r\n${SMUGGLED}`] },
+  'connection: keep-alive': { fields: h2Post([['connection', 'keep-alive']]), data: [SMUGGLED] },
+  'upgrade: websocket tunnel': {
+    fields: h2Post(
+      [
+        ['connection', 'upgrade'],
+        ['upgrade', 'websocket'],
+      ],
+      { ':method': 'GET' },
+    ),
+    data: [SMUGGLED],
+  },
+  'keep-alive header': { fields: h2Post([['keep-alive', 'timeout=5']]), data: [SMUGGLED] },
+  'H2.CRLF value ends the header block': {
+    fields: h2Post([['x-a', `b\r\n\r\n${SMUGGLED}`]], { ':method': 'GET' }),
+  },
+  'H2.CRLF value injects Transfer-Encoding': {
+    fields: h2Post([['x-a', 'b\r\nTransfer-Encoding: chunked']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'H2.CRLF value injects Content-Length': {
+    fields: h2Post([['x-a', 'b\r\nContent-Length: 0']]),
+    data: [SMUGGLED],
+  },
+  'LF in a value injects Transfer-Encoding': {
+    fields: h2Post([['x-a', 'b\nTransfer-Encoding: chunked']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'CR in a value': { fields: h2Post([['x-a', 'b\rTransfer-Encoding: chunked']]), data: [`0\r\n\r\n${SMUGGLED}`] },
+  'NUL in a value': { fields: h2Post([['x-a', 'b\x00c']]), data: ['hello'] },
+  'CRLF in a header name': {
+    fields: h2Post([['x-a\r\ntransfer-encoding', 'chunked']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'colon in a header name': {
+    fields: h2Post([['transfer-encoding:chunked\r\nx-a', 'b']]),
+    data: [`0\r\n\r\n${SMUGGLED}`],
+  },
+  'H2.CRLF in :path': {
+    fields: h2Post([], { ':method': 'GET', ':path': `/first HTTP/1.1\r\nHost: ${HOST}\r\n\r\n${SMUGGLED}` }),
+  },
+  'space in :path': { fields: h2Post([], { ':method': 'GET', ':path': '/first HTTP/1.1' }) },
+  'H2.CRLF in :method': {
+    fields: h2Post([], { ':method': `GET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\nGET` }),
+  },
+  'H2.CRLF in :authority': { fields: h2Post([], { ':method': 'GET', ':authority': `${HOST}\r\n\r\n${SMUGGLED}` }) },
+  'trailer with transfer-encoding': {
+    fields: h2Post(),
+    data: ['hello'],
+    trailers: [['transfer-encoding', 'chunked']],
+  },
+  'trailer with content-length': { fields: h2Post(), data: ['hello'], trailers: [['content-length', '0']] },
+  'trailer with a pseudo-header': { fields: h2Post(), data: ['hello'], trailers: [[':path', '/smuggled']] },
+  'trailer with CRLF in a value': {
+    fields: h2Post(),
+    data: ['hello'],
+    trailers: [['x-t', `a\r\n\r\n${SMUGGLED}`]],
+  },
+};
+
+/**
+ * FIELD_DROPPED are the cases whose only fault is a regular field with an invalid name or value, which Node's
+ * HTTP/2 binding drops before the proxy sees the request: the request may reach the app, without that field.
+ */
+const FIELD_DROPPED = new Set([
+  'H2.CRLF value ends the header block',
+  'H2.CRLF value injects Transfer-Encoding',
+  'H2.CRLF value injects Content-Length',
+  'LF in a value injects Transfer-Encoding',
+  'CR in a value',
+  'NUL in a value',
+  'CRLF in a header name',
+  'colon in a header name',
+  'trailer with CRLF in a value',
+]);
+
+/**
+ * HEADERS_FIRST are cases whose headers alone are a complete request (`content-length: 0`): a streaming proxy
+ * forwards them before the DATA frame that breaks the framing arrives (as Envoy does), so the app may see that
+ * empty request, never the DATA.
+ */
+const HEADERS_FIRST = new Set(['H2.CL content-length 0 with a body']);
+
 const mesh = new LocalMesh();
 let reviews: TestPod;
 let sleep: TestPod;
 let app: RecordingBackend;
 const entries: { name: string; dial: () => Dialer }[] = [];
+const h2Entries: { name: string; dial: () => Dialer; alpn: string | undefined }[] = [];
 
 before(async () => {
   await mesh.start([path.join(FIXTURES, 'bookinfo/platform/kube/bookinfo.yaml')]);
@@ -108,6 +247,14 @@ before(async () => {
     {
       name: "the server sidecar's 15006 (mTLS)",
       dial: () => mtlsDialer(reviews.ip, 15006, 'outbound_.9080_._.reviews.default.svc.cluster.local', id),
+    },
+  );
+  h2Entries.push(
+    { name: "h2c to the app's sidecar (15001)", dial: () => plainDialer(sleep.ip, 15001), alpn: undefined },
+    {
+      name: "h2 over mTLS to the server sidecar's 15006",
+      dial: () => mtlsDialer(reviews.ip, 15006, 'outbound_.9080_._.reviews.default.svc.cluster.local', id, ['h2']),
+      alpn: 'h2',
     },
   );
   await waitUntil(async () => (await request(`${sleep.ip}:15001`, HOST, '/ready')).status === 200, 20_000, 'route');
@@ -140,6 +287,93 @@ async function runCorpus(ctx: TestContext, dial: Dialer): Promise<void> {
   assert.deepEqual(failures, []);
 }
 
+// eslint-disable-next-line no-control-regex -- CR, LF and NUL are exactly what must not reach the app
+const FORBIDDEN = /[\r\n\x00]/;
+
+/** badFields lists the fields of a request at the app that carry CR, LF or NUL in a name or a value. */
+function badFields(r: Recorded): string[] {
+  return Object.entries(r.headers)
+    .filter(([k, v]) => FORBIDDEN.test(k) || [v ?? ''].flat().some((x) => FORBIDDEN.test(x)))
+    .map(([k]) => k);
+}
+
+/** judgeH2 returns what is wrong with one HTTP/2 case's outcome (undefined: nothing). */
+function judgeH2(name: string, how: string, status: number, seen: Recorded[]): string | undefined {
+  const urls = seen.map((x) => `${x.method} ${x.url}`);
+  if (seen.some((x) => x.url.includes('/smuggled'))) return `the smuggled request reached the app: ${urls.join(', ')}`;
+  const bad = seen.flatMap(badFields);
+  if (bad.length > 0) return `fields with CR, LF or NUL reached the app: ${bad.join(', ')}`;
+  if (seen.some((x) => x.url !== '/first')) return `the app saw ${JSON.stringify(urls)}`;
+  if (FIELD_DROPPED.has(name)) {
+    if (seen.length > 1) return `the app saw ${seen.length} requests`;
+    if (seen.some((x) => 'x-a' in x.headers || 'x-t' in x.headers)) return 'the invalid field reached the app';
+    return undefined;
+  }
+  if (seen.some((x) => x.complete && !(HEADERS_FIRST.has(name) && x.bodyBytes === 0)))
+    return `the app got a complete request (${how})`;
+  if (status >= 200 && status < 400) return `answered ${status}`;
+  return undefined;
+}
+
+/** settle waits (bounded) until the app's requests since `from` are all over and none arrived for 300 ms. */
+async function settle(from: number): Promise<boolean> {
+  let count = -1;
+  let quietSince = Date.now();
+  return waitUntil(
+    () => {
+      const seen = app.requests.slice(from);
+      if (seen.length !== count) [count, quietSince] = [seen.length, Date.now()];
+      return seen.every((x) => x.closed) && Date.now() - quietSince >= 300;
+    },
+    5_000,
+    'the app to settle',
+  ).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function runH2Corpus(ctx: TestContext, e: (typeof h2Entries)[number]): Promise<void> {
+  const failures: string[] = [];
+  const answers = new Map<string, number>();
+  let n = 0;
+  for (const [name, req] of Object.entries(H2_SMUGGLING_CORPUS)) {
+    const before = app.count;
+    const a = await h2Exchange(e.dial(), req);
+    assert.equal(a.alpn, e.alpn, 'negotiated application protocol');
+    const how = a.outcome === 'response' ? String(a.status) : a.outcome;
+    answers.set(how, (answers.get(how) ?? 0) + 1);
+    // A request whose headers were forwarded before its stream was reset must be cut at the app too.
+    if (!(await settle(before))) failures.push(`${name}: a request was left open at the app`);
+    // The next request through the same entry must arrive intact: no upstream connection was left mid-body.
+    const after = app.count;
+    const follow = `/after-${++n}`;
+    const f = await h2Exchange(e.dial(), {
+      fields: [
+        [':method', 'GET'],
+        [':scheme', 'http'],
+        [':authority', HOST],
+        [':path', follow],
+      ],
+    });
+    await settle(after);
+    const later = app.requests.slice(after);
+    const followed = later.filter((x) => x.url === follow);
+    if (f.status !== 200 || followed.length !== 1 || !followed[0]?.complete)
+      failures.push(
+        `${name}: the next request answered ${f.outcome} ${f.status}; the app saw ${JSON.stringify(later.map((x) => x.url))}`,
+      );
+    // Whatever of the case reached the app late (forwarded headers race the reset across two sidecars) is the case's.
+    const problem = judgeH2(name, how, a.status, [
+      ...app.requests.slice(before, after),
+      ...later.filter((x) => x.url !== follow),
+    ]);
+    if (problem) failures.push(`${name}: ${problem}`);
+  }
+  ctx.diagnostic(`answers: ${[...answers].map(([s, k]) => `${s}×${k}`).join(', ')}`);
+  assert.deepEqual(failures, []);
+}
+
 describe('request smuggling corpus', () => {
   it(`${Object.keys(SMUGGLING_CORPUS).length} cases through the app's sidecar: refused, closed, 0 second requests`, (ctx) =>
     runCorpus(ctx, entries[0]?.dial() ?? assert.fail('no entry')));
@@ -166,6 +400,32 @@ describe('request smuggling corpus', () => {
         ['/first', '/first', '/third'],
         e.name,
       );
+    }
+  });
+  it(`${Object.keys(H2_SMUGGLING_CORPUS).length} HTTP/2 → HTTP/1.1 cases over h2c to the app's sidecar: 0 second requests`, (ctx) =>
+    runH2Corpus(ctx, h2Entries[0] ?? assert.fail('no entry')));
+
+  it(`${Object.keys(H2_SMUGGLING_CORPUS).length} HTTP/2 → HTTP/1.1 cases over h2 (ALPN) to the server sidecar: 0 second requests`, (ctx) =>
+    runH2Corpus(ctx, h2Entries[1] ?? assert.fail('no entry')));
+
+  it('control: well-framed HTTP/2 bodies (content-length over two DATA frames, none, trailers) reach the app whole', async () => {
+    for (const e of h2Entries) {
+      const cases: { req: H2Request; bytes: number }[] = [
+        { req: { fields: h2Post([['content-length', '10']]), data: ['hello', 'world'] }, bytes: 10 },
+        { req: { fields: h2Post(), data: ['hello', 'world!'] }, bytes: 11 },
+        { req: { fields: h2Post(), data: ['hello'], trailers: [['x-checksum', 'abc']] }, bytes: 5 },
+      ];
+      for (const c of cases) {
+        const before = app.count;
+        const a = await h2Exchange(e.dial(), c.req);
+        assert.equal(a.status, 200, `${e.name}: ${a.outcome}`);
+        const seen = app.requests.slice(before);
+        assert.deepEqual(
+          seen.map((x) => [x.url, x.bodyBytes, x.complete]),
+          [['/first', c.bytes, true]],
+          e.name,
+        );
+      }
     }
   });
 });

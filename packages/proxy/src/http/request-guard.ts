@@ -12,6 +12,9 @@ import { RbacFilter, plainIp, type RbacRequest } from '../filters/rbac.js';
 import type { RequestView, RouteEntry } from '../route-table.js';
 import type { EnvoyHttpConnectionManager } from '../xds/envoy-schemas.js';
 import { RBAC_FILTER_NAME } from '../xds/rbac-schemas.js';
+import { headerString } from '../access-log.js';
+import { isHttp2Request } from '../http2/h2-server.js';
+import { checkAuthority, http2Authority } from './authority.js';
 import { checkRequestFraming } from './framing.js';
 import { normalizeRequestPath, stripTrailingHostDot, type PathNormalizationOptions } from './normalize.js';
 
@@ -148,7 +151,9 @@ function localReply(
  * 1. a connection that already had a framing error answers nothing more (its pipelined requests are dropped);
  * 2. framing ({@link checkRequestFraming}): 400/431 with `connection: close`;
  * 3. path normalization: 400 on refusal, 307 to the unescaped path for UNESCAPE_AND_REDIRECT;
- * 4. `strip_trailing_host_dot`;
+ * 4. the authority ({@link http2Authority}, {@link checkAuthority}): an HTTP/2 request's is its `:authority`, and
+ *    400 when its `host` header disagrees or the authority is not `host[:port]` (userinfo); then
+ *    `strip_trailing_host_dot`;
  * 5. each RBAC filter in order: 403 `RBAC: access denied` with details
  *    `rbac_access_denied_matched_policy[<policy>|none]` when the enforced rules refuse.
  * The RBAC destination port is the original destination: in explicit mode, where every inbound connection
@@ -189,7 +194,15 @@ export class RequestGuard implements RequestGuardHook {
     const norm = normalizeRequestPath(view.path, this.security.normalization);
     if (!norm.ok) return localReply(400, `Bad Request: ${norm.reason}\n`, norm.details);
     if (norm.redirect) return localReply(307, '', 'path_normalization_redirect', { location: norm.path });
-    const authority = this.security.stripTrailingHostDot ? stripTrailingHostDot(view.authority) : view.authority;
+    const named = isHttp2Request(req)
+      ? http2Authority(
+          headerString(req.headers[':authority']) ?? undefined,
+          headerString(req.headers.host) ?? undefined,
+        )
+      : { ok: true as const, authority: view.authority };
+    const valid = named.ok ? checkAuthority(named.authority) : named;
+    if (!valid.ok) return localReply(400, `Bad Request: ${valid.reason}\n`, valid.details);
+    const authority = this.security.stripTrailingHostDot ? stripTrailingHostDot(valid.authority) : valid.authority;
     const next: RequestView = { ...view, path: norm.path, authority };
     if (this.security.rbac.length === 0) return { view: next };
     const denied = this.authorize(req, next, peer, routeOf);

@@ -142,7 +142,15 @@ export class DownstreamHttp2 {
         maxOutstandingPings: l.maxOutstandingPings,
       },
       // The compat request and response implement what the handler uses of their HTTP/1 counterparts.
-      (req, res) => handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse),
+      (req, res) => {
+        // A stream reset before its request body ended (by the peer, or by nghttp2 for a malformed request such as
+        // a content-length that disagrees with the DATA frames) ends the compat request anyway, after 'aborted'
+        // and 'close'; an aborted HTTP/1 request never ends. Destroying it keeps a truncated body from looking whole.
+        req.once('aborted', () => {
+          if (!req.readableEnded) req.destroy();
+        });
+        handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
+      },
     );
     this.server.on('session', (s) => this.onSession(s));
     this.server.on('sessionError', (err: NodeJS.ErrnoException, s: http2.ServerHttp2Session) => {
