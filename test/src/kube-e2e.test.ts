@@ -364,6 +364,35 @@ describe('fedmesh on a real kube-apiserver v1.20.2', { skip, timeout: 600_000 },
     assert.ok(!log.includes(good) && !log.includes(wrong), 'tokens never logged');
   });
 
+  it('follows the istio ConfigMap (kubectl patch) with a push; a wrong type is refused and the last good kept', async (t) => {
+    assert.equal(istiod.ca.trustDomain, 'cluster.local');
+    const t0 = Date.now();
+    const patch = (mesh: string): Promise<string> =>
+      cluster.kubectl([
+        '-n',
+        'istio-system',
+        'patch',
+        'configmap',
+        'istio',
+        '--type=merge',
+        '-p',
+        JSON.stringify({ data: { mesh } }),
+      ]);
+    const mesh = (): { trustDomainAliases?: readonly string[] | undefined } => istiod.discovery.pushContext().mesh;
+    await patch('trustDomain: cluster.local\ntrustDomainAliases: [old.example]\n');
+    await waitUntil(() => mesh().trustDomainAliases?.[0] === 'old.example', 30_000, 'aliases pushed');
+    t.diagnostic(`kubectl patch of the mesh ConfigMap → in the push context in ${Date.now() - t0} ms`);
+    await patch('trustDomain: cluster.local\ntrustDomainAliases: old.example\n');
+    await waitUntil(
+      () =>
+        fs.readFileSync(path.join(cluster.dir, 'istiod.log'), 'utf8').includes('trustDomainAliases: must be a list'),
+      30_000,
+      'refusal logged',
+    );
+    assert.deepEqual(mesh().trustDomainAliases, ['old.example'], 'last good mesh config kept');
+    assert.equal((await split(`${ip(10)}:15001`, 10)).v3, 10, 'traffic unaffected');
+  });
+
   /**
    * routeAck is the RDS version the sleep proxy last ACKed, once every type pushed to it is ACKed (so new subset
    * clusters have their endpoints too); '' while anything is unsent or stale.

@@ -197,9 +197,10 @@ export class DiscoveryServer {
 
   private buildPush(): PushContext {
     this.pushVersion++;
+    // A copy per push: the mesh settings change in place when the mesh config does, and a push must not see that.
     return new PushContext(
       this.pushVersion,
-      this.opts.mesh,
+      structuredClone(this.opts.mesh),
       this.opts.store,
       this.opts.registries,
       this.opts.trustBundlePem(),

@@ -21,3 +21,5 @@ export * from './vm/index.js';
 export * from './push-memo.js';
 export * from './incremental.js';
 export * from './features.js';
+export * from './mesh-config.js';
+export * from './mesh-config-watcher.js';

@@ -30,7 +30,15 @@ import type { MeshSettings } from './push-context.js';
 import { KubeObjectsRegistry } from './registry/kube-objects.js';
 import { createVmSupport, type VmSupport } from './vm/index.js';
 import { KubeTokenAuthenticator } from './ca/kube-token-authenticator.js';
-import { KubeConfigSource, loadKubeConfig, type EndpointMode } from './kube/index.js';
+import {
+  KubeConfigSource,
+  MIRRORED_KINDS,
+  configMapKind,
+  loadKubeConfig,
+  readConfigMap,
+  type EndpointMode,
+} from './kube/index.js';
+import { MESH_CONFIG_KEY, MeshConfigWatcher } from './mesh-config-watcher.js';
 import { readFeatures } from './features.js';
 
 /** IstiodOptions configure one control plane. Ports follow Istio: 15010, 15012, 15014. */
@@ -65,7 +73,17 @@ export interface IstiodOptions {
    * local mesh's `10.96.<N>.0/24`), for transparent capture and `<vip>:<port>` routes.
    */
   serviceCidr?: string;
+  /** mesh are the command-line mesh settings; a mesh config (below) is applied over them. */
   mesh?: Partial<MeshSettings>;
+  /**
+   * meshConfigFile, when set, is a MeshConfig YAML file (Istio's `--meshConfig`, e.g. the `mesh` key of the `istio`
+   * ConfigMap mounted at /etc/istio/config/mesh), read at start (istiod refuses to start on an invalid one) and
+   * watched. Without it, an istiod with `kubeconfig` reads the `mesh` key of the ConfigMap {@link
+   * IstiodOptions.meshConfigMap} from the API server, at start and as it changes.
+   */
+  meshConfigFile?: string;
+  /** meshConfigMap is the mesh ConfigMap read with `kubeconfig`. Default `istio-system/istio` (Istio's). */
+  meshConfigMap?: { namespace: string; name: string };
   /** federation, when set, joins this istiod to a federated mesh through etcd and NATS. */
   federation?: FederationSettings;
   log: Logger;
@@ -129,6 +147,8 @@ export class Istiod {
   vm!: VmSupport;
   /** kube mirrors the Kubernetes API into {@link Istiod.store} when `kubeconfig` is set. */
   kube: KubeConfigSource | undefined;
+  /** meshConfig applies the mesh config (file or ConfigMap) to {@link Istiod.mesh}. */
+  meshConfig!: MeshConfigWatcher;
   addresses!: IstiodAddresses;
   private readonly grpcPlain = new grpc.Server({
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
@@ -158,6 +178,16 @@ export class Istiod {
   async start(signal?: AbortSignal): Promise<IstiodAddresses> {
     const log = this.opts.log;
     fs.mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
+    const kc = this.opts.kubeconfig === undefined ? undefined : loadKubeConfig(this.opts.kubeconfig);
+    const meshMap = this.opts.meshConfigMap ?? { namespace: 'istio-system', name: 'istio' };
+    const meshMapKey = `ConfigMap/${meshMap.namespace}/${meshMap.name}`;
+    this.meshConfig = new MeshConfigWatcher({
+      mesh: this.mesh,
+      log: log.child({ scope: 'mesh' }),
+      onChange: () => this.discovery?.requestPush(),
+    });
+    if (this.opts.meshConfigFile !== undefined) this.meshConfig.loadFile(this.opts.meshConfigFile);
+    else if (kc) await this.readMeshConfigMap(kc, meshMap, meshMapKey);
     const initialCa = this.opts.caDir
       ? await CertificateAuthority.loadPluggedCa(this.opts.caDir, { trustDomain: this.mesh.trustDomain })
       : await CertificateAuthority.createSelfSigned({
@@ -173,15 +203,16 @@ export class Istiod {
       store: this.store,
       stateDir: this.opts.stateDir,
       mesh: this.mesh,
-      discoveryAddress: () => this.addresses.xdsTls,
+      discoveryAddress: () => this.mesh.defaultConfig?.discoveryAddress ?? this.addresses.xdsTls,
       trustBundlePem: () => this.trust.bundlePem(),
       log,
     });
-    const kc = this.opts.kubeconfig === undefined ? undefined : loadKubeConfig(this.opts.kubeconfig);
     if (kc) {
+      const watchMap = this.opts.meshConfigFile === undefined;
       this.kube = new KubeConfigSource({
         store: this.store,
         kubeConfig: kc,
+        kinds: watchMap ? [...MIRRORED_KINDS, configMapKind(meshMap.namespace, meshMap.name)] : MIRRORED_KINDS,
         endpointMode: this.opts.endpointMode ?? readFeatures().endpointMode,
         log: log.child({ scope: 'kube' }),
       });
@@ -200,7 +231,7 @@ export class Istiod {
           store: this.store,
           local: registry,
           istiodAddress: `${this.opts.host}:${this.opts.xdsTlsPort}`,
-          localRoots: this.ca.rootCertsPem,
+          localRoots: () => this.trust.bundle(),
           log: log.child({ scope: 'federation' }),
         })
       : undefined;
@@ -227,7 +258,7 @@ export class Istiod {
         if (!peer?.raw) throw new Error('no verified client certificate');
         const leaf = new X509Certificate(peer.raw);
         const id = verifySpiffePeer(leaf, {
-          trustDomains: [this.mesh.trustDomain],
+          trustDomains: [this.mesh.trustDomain, ...(this.mesh.trustDomainAliases ?? [])],
           peerRole: 'client',
         });
         if (id.namespace !== proxy.namespace || id.serviceAccount !== proxy.serviceAccount)
@@ -239,6 +270,9 @@ export class Istiod {
       },
     });
     fed?.onChange(() => this.discovery.requestPush());
+    if (this.opts.meshConfigFile !== undefined) this.meshConfig.watchFile(this.opts.meshConfigFile);
+    else if (kc) this.meshConfig.watchStore(this.store, meshMapKey);
+    this.meshConfig.markStarted();
     this.files = new FileConfigSource(this.store, this.opts.configFiles, log.child({ scope: 'config' }));
     this.files.start(signal);
 
@@ -258,7 +292,9 @@ export class Istiod {
         if (r) this.workloadCerts.record(r);
       },
       authenticators: [
-        new CertificateAuthenticator({ trustDomains: [this.mesh.trustDomain] }),
+        new CertificateAuthenticator({
+          trustDomains: [this.mesh.trustDomain, ...(this.mesh.trustDomainAliases ?? [])],
+        }),
         this.tokens,
         this.vm.authenticator,
         ...(kc ? [new KubeTokenAuthenticator({ kubeConfig: kc, trustDomain: this.mesh.trustDomain })] : []),
@@ -306,8 +342,8 @@ export class Istiod {
         trust: this.trust,
         records: this.workloadCerts,
         discovery: this.discovery,
-        // The federated SDS bundle is built from the roots published at start, so it would not follow a rotation.
-        ...(fed ? { rotationUnsupported: 'root rotation is not supported on a federated istiod yet' } : {}),
+        // Federated: a CA may be added or activated only under a root of the mesh trust bundle (docs/adr/0004).
+        ...(fed ? { meshTrust: { mesh: fed.mesh, roots: () => fed.meshTrustBundle() } } : {}),
         log: log.child({ scope: 'trust' }),
       }),
       vm: this.vm.admin,
@@ -328,6 +364,29 @@ export class Istiod {
     return this.addresses;
   }
 
+  /**
+   * readMeshConfigMap reads the mesh ConfigMap once before the CA is made, so its `trustDomain` counts from the
+   * start. An unreachable API server is logged and the command-line settings are used until the ConfigMap is
+   * mirrored; an invalid mesh config stops the start with an Error (field paths in the log).
+   */
+  private async readMeshConfigMap(
+    kc: ReturnType<typeof loadKubeConfig>,
+    map: { namespace: string; name: string },
+    key: string,
+  ): Promise<void> {
+    let data: Record<string, string> | undefined;
+    try {
+      data = await readConfigMap(kc, map.namespace, map.name, 10_000);
+    } catch (err) {
+      this.opts.log.warn(
+        { err: (err as Error).message, configMap: key },
+        'mesh ConfigMap not readable at start; using the command-line settings until it is',
+      );
+      return;
+    }
+    if (!this.meshConfig.apply(data?.[MESH_CONFIG_KEY], key)) throw new Error(`mesh config ${key} is invalid`);
+  }
+
   /** federation is the link to the federated mesh, when configured. */
   federation: FederationLink | undefined;
 
@@ -335,6 +394,7 @@ export class Istiod {
   async stop(): Promise<void> {
     await this.federation?.close();
     this.files?.close();
+    this.meshConfig?.close();
     this.vm?.close();
     await this.kube?.stop();
     this.discovery?.close();

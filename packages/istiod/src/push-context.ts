@@ -26,6 +26,29 @@ export interface MeshSettings {
    * (default), MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (see generators/inbound.ts).
    */
   pathNormalization?: 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES' | undefined;
+  /**
+   * trustDomainAliases are Istio's `meshConfig.trustDomainAliases`: trust domains also accepted for peers (client
+   * certificates on 15012, the SANs a client cluster accepts).
+   */
+  trustDomainAliases?: readonly string[] | undefined;
+  /** enableAutoMtls is Istio's `meshConfig.enableAutoMtls` (default true): false leaves only `ISTIO_MUTUAL`. */
+  enableAutoMtls?: boolean | undefined;
+  /** defaultServiceExportTo applies to Services with no `networking.istio.io/exportTo` (Istio's meshConfig). */
+  defaultServiceExportTo?: readonly string[] | undefined;
+  /** defaultVirtualServiceExportTo applies to VirtualServices with no `exportTo`. */
+  defaultVirtualServiceExportTo?: readonly string[] | undefined;
+  /** defaultDestinationRuleExportTo applies to DestinationRules with no `exportTo`. */
+  defaultDestinationRuleExportTo?: readonly string[] | undefined;
+  /** defaultConfig is the part of `meshConfig.defaultConfig` (ProxyConfig) istiod hands on (VM bootstrap). */
+  defaultConfig?: { discoveryAddress?: string } | undefined;
+}
+
+/** orDefault returns an object's own `exportTo` when it has one, else the mesh default for its kind. */
+function orDefault(
+  own: readonly string[] | undefined,
+  def: readonly string[] | undefined,
+): readonly string[] | undefined {
+  return own !== undefined && own.length > 0 ? own : def;
 }
 
 function byCreation<
@@ -139,7 +162,7 @@ export class PushContext {
   virtualServicesForGateway(gateway: string, namespace: string): VirtualServiceObject[] {
     return this.vs.filter((v) => {
       const ns = namespaceOf(v);
-      if (!visibleTo(v.spec.exportTo, ns, namespace)) return false;
+      if (!visibleTo(orDefault(v.spec.exportTo, this.mesh.defaultVirtualServiceExportTo), ns, namespace)) return false;
       return (v.spec.gateways ?? []).some((g) => gatewayKey(g, ns) === gateway);
     });
   }
@@ -151,7 +174,8 @@ export class PushContext {
 
   /** servicesFor returns the services visible from a namespace (`exportTo`). */
   servicesFor(namespace: string): MeshService[] {
-    return this.services.filter((s) => visibleTo(s.exportTo, s.namespace, namespace));
+    const def = this.mesh.defaultServiceExportTo;
+    return this.services.filter((s) => visibleTo(orDefault(s.exportTo, def), s.namespace, namespace));
   }
 
   /** instances returns the endpoints of a service port, cached for the push. */
@@ -206,7 +230,7 @@ export class PushContext {
   virtualServiceFor(hostname: string, namespace: string): VirtualServiceObject | undefined {
     return this.vs.find((v) => {
       const ns = namespaceOf(v);
-      if (!visibleTo(v.spec.exportTo, ns, namespace)) return false;
+      if (!visibleTo(orDefault(v.spec.exportTo, this.mesh.defaultVirtualServiceExportTo), ns, namespace)) return false;
       const gws = v.spec.gateways ?? [];
       if (gws.length > 0 && !gws.includes('mesh')) return false;
       return (v.spec.hosts ?? []).some((h) => this.resolveHost(h, ns) === hostname);
@@ -224,7 +248,7 @@ export class PushContext {
       const hit = this.dr.find(
         (d) =>
           namespaceOf(d) === ns &&
-          visibleTo(d.spec.exportTo, ns, proxyNamespace) &&
+          visibleTo(orDefault(d.spec.exportTo, this.mesh.defaultDestinationRuleExportTo), ns, proxyNamespace) &&
           this.resolveHost(d.spec.host, ns) === hostname,
       );
       if (hit) return hit;

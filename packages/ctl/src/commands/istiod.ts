@@ -16,10 +16,14 @@ export function registerIstiod(program: Command): void {
       '--kubeconfig <file>',
       'mirror Services, Pods and Istio config from this Kubernetes API server; accept ServiceAccount tokens',
     )
+    .option(
+      '--mesh-config <file>',
+      "Istio MeshConfig YAML file (the istio ConfigMap's mesh key), watched; without it, --kubeconfig reads the istio-system/istio ConfigMap",
+    )
     .option('--xds-plain-port <port>', 'plaintext xDS port', '15010')
     .option('--xds-tls-port <port>', 'TLS xDS and CA port', '15012')
     .option('--monitoring-port <port>', 'metrics and admin port', '15014')
-    .option('--trust-domain <td>', 'trust domain', 'cluster.local')
+    .option('--trust-domain <td>', 'trust domain (a mesh config trustDomain wins)', 'cluster.local')
     .option('--cluster-id <id>', 'cluster name', 'Kubernetes')
     .option('--network <net>', 'network name', '')
     .addOption(
@@ -42,6 +46,7 @@ export function registerIstiod(program: Command): void {
         caDir?: string;
         file: string[];
         kubeconfig?: string;
+        meshConfig?: string;
         xdsPlainPort: string;
         xdsTlsPort: string;
         monitoringPort: string;
@@ -62,6 +67,7 @@ export function registerIstiod(program: Command): void {
           ...(o.caDir !== undefined ? { caDir: o.caDir } : {}),
           configFiles: o.file,
           ...(o.kubeconfig !== undefined ? { kubeconfig: o.kubeconfig } : {}),
+          ...(o.meshConfig !== undefined ? { meshConfigFile: o.meshConfig } : {}),
           xdsPlainPort: Number(o.xdsPlainPort),
           xdsTlsPort: Number(o.xdsTlsPort),
           monitoringPort: Number(o.monitoringPort),

@@ -70,10 +70,14 @@ function outboundCluster(
   }
   const autoMtls =
     mode === undefined &&
+    push.mesh.enableAutoMtls !== false &&
     instances.every((i) => i.endpoint.tlsMode === 'istio') &&
     autoMtlsToServers(push, instances, name, warnings);
   if (mode === 'ISTIO_MUTUAL' || autoMtls) {
-    const sans = serviceAccountsOf(push.mesh.trustDomain, instances);
+    // Istio expands the SANs with meshConfig.trustDomainAliases (spiffe.ExpandWithTrustDomains).
+    const sans = [push.mesh.trustDomain, ...(push.mesh.trustDomainAliases ?? [])].flatMap((td) =>
+      serviceAccountsOf(td, instances),
+    );
     cluster.transport_socket = {
       name: 'envoy.transport_sockets.tls',
       typed_config: {

@@ -32,3 +32,4 @@ export {
   type EndpointMode,
   type EndpointSource,
 } from './endpoint-mode.js';
+export { configMapKind, readConfigMap, type ConfigMapObject } from './config-map.js';

@@ -86,7 +86,7 @@ export class KindWatcher {
         if (type !== 'ERROR') this.attempts = 0;
       },
     });
-    this.informer = new ListWatch(collectionPath(kind), watch, () => this.list(), false);
+    this.informer = new ListWatch(collectionPath(kind), watch, () => this.list(), false, undefined, kind.fieldSelector);
     this.informer.on('add', (o) => handlers.upsert(kind, o as KubeObject));
     this.informer.on('update', (o) => handlers.upsert(kind, o as KubeObject));
     this.informer.on('delete', (o) => handlers.remove(kind, o as KubeObject));
@@ -148,6 +148,7 @@ export class KindWatcher {
       if (page >= this.limits.maxPages) throw new Error(`list ${path}: more than ${this.limits.maxPages} pages`);
       const q = new URLSearchParams({ limit: String(this.limits.pageSize) });
       if (cont !== undefined) q.set('continue', cont);
+      if (this.kind.fieldSelector !== undefined) q.set('fieldSelector', this.kind.fieldSelector);
       const res = await kubeRequestJson(this.kc, {
         method: 'GET',
         path: `${path}?${q.toString()}`,

@@ -30,6 +30,10 @@ export interface MirroredKind {
   readonly version: string;
   readonly plural: string;
   readonly namespaced: boolean;
+  /** namespace, when set, watches that namespace only (`/api/v1/namespaces/<ns>/<plural>`), as a Role allows. */
+  readonly namespace?: string;
+  /** fieldSelector, when set, is sent with every list and watch (e.g. `metadata.name=istio`). */
+  readonly fieldSelector?: string;
   validate(obj: KubeObject): Validated;
 }
 
@@ -39,11 +43,15 @@ export function apiVersionOf(k: Pick<MirroredKind, 'group' | 'version'>): string
 }
 
 /**
- * collectionPath returns the cluster-wide API path of a kind: `/api/v1/pods`,
- * `/apis/networking.istio.io/v1/virtualservices`.
+ * collectionPath returns the API path of a kind: cluster-wide (`/api/v1/pods`,
+ * `/apis/networking.istio.io/v1/virtualservices`), or in its `namespace` when set
+ * (`/api/v1/namespaces/istio-system/configmaps`).
  */
-export function collectionPath(k: Pick<MirroredKind, 'group' | 'version' | 'plural'>): string {
-  return k.group === '' ? `/api/${k.version}/${k.plural}` : `/apis/${k.group}/${k.version}/${k.plural}`;
+export function collectionPath(
+  k: Pick<MirroredKind, 'group' | 'version' | 'plural'> & { namespace?: string | undefined },
+): string {
+  const base = k.group === '' ? `/api/${k.version}` : `/apis/${k.group}/${k.version}`;
+  return k.namespace === undefined ? `${base}/${k.plural}` : `${base}/namespaces/${k.namespace}/${k.plural}`;
 }
 
 /**

@@ -337,7 +337,7 @@ export class FakeApiServer {
       if (!snap || Number(tokenRv) < c.compactedRv)
         return this.send(req, res, url, 410, status(410, 'Expired', 'The provided continue parameter is too old'));
       [items, offset, rv] = [snap, Number(off), tokenRv ?? rv];
-    } else items = c.list(ns);
+    } else items = c.list(ns).filter(fieldSelector(url));
     const page = limit > 0 ? items.slice(offset, offset + limit) : items.slice(offset);
     const metadata: Record<string, string> = { resourceVersion: rv };
     if (limit > 0 && offset + limit < items.length) {
@@ -362,7 +362,8 @@ export class FakeApiServer {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
     const write = (type: string, object: unknown): void => void res.write(`${JSON.stringify({ type, object })}\n`);
-    const visible = (o: FakeObject): boolean => ns === undefined || o.metadata.namespace === ns;
+    const selected = fieldSelector(url);
+    const visible = (o: FakeObject): boolean => (ns === undefined || o.metadata.namespace === ns) && selected(o);
     const from = url.searchParams.get('resourceVersion') ?? '';
     let timer: NodeJS.Timeout | undefined;
     let bookmarks: NodeJS.Timeout | undefined;
@@ -378,7 +379,7 @@ export class FakeApiServer {
       if (visible(e.object)) write(e.type, e.object);
     };
     if (from === '' || from === '0') {
-      for (const o of c.list(ns)) write('ADDED', o);
+      for (const o of c.list(ns)) if (visible(o)) write('ADDED', o);
     } else if (Number(from) < c.compactedRv) {
       write('ERROR', status(410, 'Expired', `too old resource version: ${from} (${c.compactedRv})`));
       return void res.end();
@@ -432,3 +433,29 @@ export class FakeApiServer {
 }
 
 type WatchEventLike = { type: string; object: FakeObject };
+
+/**
+ * fieldSelector returns the filter of a request's `fieldSelector` (comma-separated `metadata.name=`,
+ * `metadata.namespace=`, with `==` or `!=`, the fields every kind supports); everything passes without one. An
+ * unsupported field selects nothing.
+ */
+function fieldSelector(url: URL): (o: FakeObject) => boolean {
+  const sel = url.searchParams.get('fieldSelector');
+  if (!sel) return () => true;
+  const terms = sel.split(',').map((t) => {
+    const m = /^([a-zA-Z.]+)(==|!=|=)(.*)$/.exec(t.trim());
+    return m ? { field: m[1], neg: m[2] === '!=', value: m[3] } : undefined;
+  });
+  return (o) =>
+    terms.every((t) => {
+      if (!t) return false;
+      const v =
+        t.field === 'metadata.name'
+          ? o.metadata.name
+          : t.field === 'metadata.namespace'
+            ? o.metadata.namespace
+            : undefined;
+      if (v === undefined && t.field !== 'metadata.namespace') return false;
+      return (v === t.value) !== t.neg;
+    });
+}
