@@ -79,13 +79,76 @@ export function rootFingerprint(pem: string): string {
 }
 
 /**
+ * retiredTrustKey is where {@link retireTrustRoot} leaves a retired root's tombstone:
+ * `/fedmesh/<mesh>/trust-retired/<fingerprint>` (outside the `/fedmesh/<mesh>/trust/` prefix members watch, so a
+ * tombstone never reads as a trusted root). With etcd auth on, only the admin role may write it, as the bundle.
+ */
+export function retiredTrustKey(mesh: string, fingerprint: string): string {
+  return `/fedmesh/${mesh}/trust-retired/${fingerprint}`;
+}
+
+/** RetiredTrustRoot is a tombstone's value: when the root left the bundle, and the root itself (PEM). */
+export interface RetiredTrustRoot {
+  retiredAt: string;
+  pem: string;
+}
+
+/**
+ * retiredTrustRoot reads the tombstone of a root retired from the mesh trust bundle (by {@link rootFingerprint}), or
+ * undefined when the root was never retired (or its tombstone was deleted to trust it again).
+ */
+export async function retiredTrustRoot(
+  kv: KvStore,
+  mesh: string,
+  fingerprint: string,
+): Promise<RetiredTrustRoot | undefined> {
+  const v = await kv.get(retiredTrustKey(mesh, fingerprint));
+  return v === undefined ? undefined : (JSON.parse(v) as RetiredTrustRoot);
+}
+
+function retiredMessage(mesh: string, fp: string, r: RetiredTrustRoot): string {
+  return (
+    `root ${fp.slice(0, 16)}… was retired from mesh ${mesh}'s trust bundle at ${r.retiredAt}: a cluster under it ` +
+    `cannot join; give it an intermediate of the current root (fedmesh ca intermediate create --root <current root> ` +
+    `--cluster <name>), or delete ${retiredTrustKey(mesh, fp)} to trust the old root again`
+  );
+}
+
+/**
  * publishTrustRoot adds a root to a mesh's trust bundle in etcd: a mesh admin's act (with etcd auth on, only the
- * admin role may write `/fedmesh/<mesh>/trust/`).
+ * admin role may write `/fedmesh/<mesh>/trust/`). Resolves to the key written. Rejects, writing nothing, when the
+ * root was retired ({@link retireTrustRoot}): re-trusting a retired root is a deliberate act (delete its tombstone),
+ * never a side effect of a cluster joining with old material.
  */
 export async function publishTrustRoot(kv: KvStore, mesh: string, pem: string): Promise<string> {
-  const key = keys.trust(mesh, fingerprint(pem));
+  const fp = fingerprint(pem);
+  const retired = await retiredTrustRoot(kv, mesh, fp);
+  if (retired) throw new Error(retiredMessage(mesh, fp, retired));
+  const key = keys.trust(mesh, fp);
   await kv.put(key, pem);
   return key;
+}
+
+/**
+ * retireTrustRoot removes a root from a mesh's trust bundle in etcd (a mesh admin's act, the last step of a root
+ * rotation, docs/adr/0004): it writes the tombstone {@link retiredTrustKey} first, then deletes
+ * `/fedmesh/<mesh>/trust/<fingerprint>`, so from the moment the root leaves the bundle no join and no
+ * {@link publishTrustRoot} can bring it back unnoticed. Every member's watch drops the root from the bundle its
+ * istiod serves. `fp` is a {@link rootFingerprint}. Resolves to whether the root was in the bundle (false: already
+ * retired, or never there; the tombstone is written either way). Rejects when etcd refuses (nothing or only the
+ * tombstone was written; running it again completes it).
+ */
+export async function retireTrustRoot(kv: KvStore, mesh: string, fp: string): Promise<boolean> {
+  const key = keys.trust(mesh, fp);
+  const pem = await kv.get(key);
+  const prior = await retiredTrustRoot(kv, mesh, fp);
+  if (!prior && pem !== undefined) {
+    const tombstone: RetiredTrustRoot = { retiredAt: new Date().toISOString(), pem };
+    await kv.put(retiredTrustKey(mesh, fp), JSON.stringify(tombstone));
+  }
+  if (pem === undefined) return false;
+  await kv.delete(key);
+  return true;
 }
 
 function fingerprint(pem: string): string {
@@ -142,7 +205,9 @@ export class FederationMember extends EventEmitter {
   /**
    * join checks that `rootsPem` are in the mesh trust bundle (or, with `publishTrust` — a mesh admin's act — adds
    * them), registers the cluster (record under a lease), loads every peer's record and snapshots, subscribes to
-   * deltas and heartbeats, and starts beating. Rejects if etcd is unreachable or a root is not trusted by the mesh.
+   * deltas and heartbeats, and starts beating. Rejects if etcd is unreachable or a root is not trusted by the mesh;
+   * a root retired from the bundle ({@link retireTrustRoot}) is refused even with `publishTrust`, and the message
+   * says when it was retired and what to do.
    */
   async join(rootsPem: readonly string[], publishTrust = false): Promise<void> {
     const { kv, transport, mesh, cluster } = this.opts;
@@ -154,13 +219,15 @@ export class FederationMember extends EventEmitter {
     this.committedSeq = this.seq;
     const existing = await kv.getPrefix(keys.trustPrefix(mesh));
     for (const pem of rootsPem) {
-      const key = keys.trust(mesh, fingerprint(pem));
-      if (existing.has(key)) continue;
+      const fp = fingerprint(pem);
+      if (existing.has(keys.trust(mesh, fp))) continue;
+      const retired = await retiredTrustRoot(kv, mesh, fp);
+      if (retired) throw new Error(`this cluster's ${retiredMessage(mesh, fp, retired)}`);
       if (!publishTrust)
         throw new Error(
-          `this cluster's root (${fingerprint(pem).slice(0, 16)}…) is not in the mesh trust bundle; a mesh admin must add it (fedmesh cluster join --root, or publishTrustRoot)`,
+          `this cluster's root (${fp.slice(0, 16)}…) is not in the mesh trust bundle; a mesh admin must add it (fedmesh cluster join --root, or publishTrustRoot)`,
         );
-      await kv.put(key, pem);
+      await publishTrustRoot(kv, mesh, pem);
     }
     await this.register();
     for (const [k, pem] of await kv.getPrefix(keys.trustPrefix(mesh))) this.trust.set(k, pem);

@@ -27,7 +27,7 @@ export interface FederationSettings {
 /**
  * FederationLink connects one istiod to the federation: it exports the local registry's services (debounced 100 ms
  * after each config change), feeds the peers' endpoints into a {@link FederatedRegistry}, and merges the mesh trust
- * bundle with the local CA's roots.
+ * bundle with istiod's own trust bundle (its TrustManager's, which follows a root rotation: docs/adr/0004).
  */
 export class FederationLink {
   readonly registry: FederatedRegistry;
@@ -36,10 +36,12 @@ export class FederationLink {
   private closed = false;
 
   private constructor(
+    /** mesh is the federated mesh's name. */
+    readonly mesh: string,
     readonly member: FederationMember,
     private readonly kv: EtcdKvStore,
     private readonly transport: NatsTransport,
-    private readonly localRoots: readonly string[],
+    private readonly localRoots: () => readonly string[],
     network: string,
     log: Logger,
   ) {
@@ -57,7 +59,8 @@ export class FederationLink {
     store: ConfigStore<StoredObject>;
     local: ServiceRegistry;
     istiodAddress: string;
-    localRoots: readonly string[];
+    /** localRoots returns istiod's own trust bundle, primary first (read at join and on every bundle build). */
+    localRoots: () => readonly string[];
     log: Logger;
   }): Promise<FederationLink> {
     const s = opts.settings;
@@ -80,9 +83,9 @@ export class FederationLink {
       transport,
       log: opts.log,
     });
-    const link = new FederationLink(member, kv, transport, opts.localRoots, s.network, opts.log);
+    const link = new FederationLink(s.mesh, member, kv, transport, opts.localRoots, s.network, opts.log);
     try {
-      await member.join(opts.localRoots, s.publishTrust === true);
+      await member.join(opts.localRoots(), s.publishTrust === true);
     } catch (err) {
       await member.close();
       await transport.close().catch(() => undefined);
@@ -124,17 +127,27 @@ export class FederationLink {
     return link;
   }
 
-  /** trustBundlePem returns the local roots plus every root in the mesh trust bundle, deduplicated, as one PEM. */
+  /**
+   * trustBundlePem returns the bundle this cluster's proxies trust: istiod's own roots in their order (the first is
+   * the primary root proxies re-issue towards, docs/adr/0004), then every other root of the mesh trust bundle in
+   * etcd, deduplicated, as one PEM. A root leaves it only once it is gone from both (a federated rotation retires it
+   * from each istiod and from etcd).
+   */
   trustBundlePem(): string {
     const seen = new Set<string>();
     const out: string[] = [];
-    for (const pem of [...this.localRoots, ...this.member.trustBundle()]) {
+    for (const pem of [...this.localRoots(), ...this.member.trustBundle()]) {
       const k = pem.replace(/\s+/g, '');
       if (seen.has(k)) continue;
       seen.add(k);
       out.push(pem.endsWith('\n') ? pem : `${pem}\n`);
     }
     return out.join('');
+  }
+
+  /** meshTrustBundle returns the roots of the mesh trust bundle in etcd (PEM), as this member last saw them. */
+  meshTrustBundle(): string[] {
+    return this.member.trustBundle();
   }
 
   /** onChange registers a callback for remote endpoint, liveness or trust changes. */

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { certificateFingerprint, splitPemBundle } from '@fedmesh/pki';
 import type { Logger } from 'pino';
 import type { DiscoveryServer } from '../discovery.js';
 import { workloadStatus, type WorkloadTrustStatus } from './rotation.js';
@@ -14,6 +15,16 @@ export interface CaStatus {
   bundlePem: string;
   signingRoot: string;
   stagedRoot: string | undefined;
+  /**
+   * servedRoots are the fingerprints of the bundle in istiod's current push, in the order proxies get it (SDS
+   * `ROOTCA`): the bundle a workload's `bundleSynced` refers to. On a federated istiod it is {@link CaStatus.roots}
+   * followed by the mesh trust bundle's other roots; otherwise the same roots as {@link CaStatus.roots}.
+   */
+  servedRoots: string[];
+  /** servedBundlePem is that bundle as PEM text (what a restarted proxy needs to trust istiod). */
+  servedBundlePem: string;
+  /** mesh is set on a federated istiod: the mesh name and the fingerprints of its trust bundle in etcd. */
+  mesh?: { name: string; roots: string[] };
   workloads: WorkloadTrustStatus[];
 }
 
@@ -29,10 +40,11 @@ export interface TrustAdminDeps {
   records: WorkloadCertificates;
   discovery: DiscoveryServer;
   /**
-   * rotationUnsupported, when set, is why this istiod must not rotate (the write routes answer 409 with it); e.g. a
-   * federated istiod, whose SDS bundle comes from the federation and would not follow the rotation.
+   * meshTrust is set on a federated istiod: the mesh name and its trust bundle in etcd (PEM roots). A CA may then be
+   * added or activated only while its root is in that bundle, since every other cluster's proxies trust exactly that
+   * bundle (plus their own roots): a root only this istiod trusted would break cross-cluster mTLS.
    */
-  rotationUnsupported?: string;
+  meshTrust?: { mesh: string; roots: () => readonly string[] };
   log: Logger;
 }
 
@@ -70,25 +82,43 @@ function str(body: Record<string, unknown>, key: string): string | undefined {
  * - `POST /v1/ca/activate` → the staged CA signs from now on and its root becomes primary (`{fingerprint}`);
  * - `POST /v1/ca/retire` `{fingerprint, force?}` → removes a root; refused (409) while a connected workload's
  *   certificate chains to it or is not known to istiod, unless `force`.
- * Refusals answer `{error}` with 400 (bad input), 404 (unknown root) or 409 (conflicting state, or
- * `rotationUnsupported`); nothing changes.
+ * On a federated istiod (`meshTrust`), adding or activating a CA whose root is not in the mesh trust bundle is
+ * refused (409): publish the root to etcd first (`fedmesh ca rotate-root --federation` does, then waits until every
+ * cluster's proxies hold it). Refusals answer `{error}` with 400 (bad input), 404 (unknown root) or 409 (conflicting
+ * state); nothing changes.
  */
 export function createTrustAdmin(deps: TrustAdminDeps): TrustAdmin {
   const status = (): CaStatus => {
     const roots = deps.trust.describe();
+    // The push context's bundle, not the TrustManager's: `bundleSynced` compares each proxy's ACK with that push.
+    const servedBundlePem = deps.discovery.pushContext().trustBundlePem;
+    const meshTrust = deps.meshTrust;
     return {
       trustDomain: deps.trust.signer().trustDomain,
       roots,
       bundlePem: deps.trust.bundlePem(),
       signingRoot: roots.find((r) => r.signing)?.fingerprint ?? '',
       stagedRoot: roots.find((r) => r.staged)?.fingerprint,
+      servedRoots: splitPemBundle(servedBundlePem).map(certificateFingerprint),
+      servedBundlePem,
+      ...(meshTrust ? { mesh: { name: meshTrust.mesh, roots: meshTrust.roots().map(certificateFingerprint) } } : {}),
       workloads: workloadStatus(deps.discovery, deps.records),
     };
   };
 
+  /** requireInMesh refuses (409) a root that a federated mesh's other clusters do not trust. */
+  const requireInMesh = (fingerprint: string, what: string): void => {
+    const meshTrust = deps.meshTrust;
+    if (!meshTrust) return;
+    if (meshTrust.roots().some((pem) => certificateFingerprint(pem) === fingerprint)) return;
+    throw new TrustError(
+      409,
+      `${what} ${fingerprint.slice(0, 11)} is not in mesh ${meshTrust.mesh}'s trust bundle: the other clusters would ` +
+        'refuse certificates under it; publish it first (fedmesh ca rotate-root --federation)',
+    );
+  };
+
   async function route(route: string, readBody: () => Promise<string>): Promise<TrustAdminReply | undefined> {
-    if (deps.rotationUnsupported !== undefined && route.startsWith('POST /v1/ca/'))
-      throw new TrustError(409, deps.rotationUnsupported);
     switch (route) {
       case 'GET /v1/ca/status':
         return { status: 200, body: status() };
@@ -110,10 +140,19 @@ export function createTrustAdmin(deps: TrustAdminDeps): TrustAdmin {
             throw new TrustError(400, 'give caDir, or caCertPem, caKeyPem and rootCertPem (certChainPem optional)');
           material = { caCertPem, caKeyPem, certChainPem, rootCertPem };
         }
+        let root: string | undefined;
+        try {
+          root = certificateFingerprint(material.rootCertPem);
+        } catch {
+          root = undefined; // not a certificate: addCa refuses it with the reason (400)
+        }
+        if (root !== undefined) requireInMesh(root, 'root');
         const fingerprint = await deps.trust.addCa(material);
         return { status: 200, body: { fingerprint, status: status() } };
       }
       case 'POST /v1/ca/activate': {
+        const staged = deps.trust.describe().find((r) => r.staged);
+        if (staged) requireInMesh(staged.fingerprint, 'the staged root');
         const fingerprint = deps.trust.activate();
         return { status: 200, body: { fingerprint, status: status() } };
       }

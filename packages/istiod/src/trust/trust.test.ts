@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import pino from 'pino';
 import { CertificateAuthority, certificateFingerprint, generateKeyPair, type CaMaterialPem } from '@fedmesh/pki';
 import type { DiscoveryServer, ProxyStatus } from '../discovery.js';
-import { createTrustAdmin } from './admin.js';
+import { createTrustAdmin, type CaStatus } from './admin.js';
 import { TrustError, TrustManager, readCaMaterialDir } from './trust-manager.js';
 import { WorkloadCertificates } from './workload-certs.js';
 
@@ -142,7 +142,11 @@ test('the admin routes: status per workload, and retire refused while a workload
       types: { SDS: { status: 'SYNCED' } },
     },
   ];
-  const discovery = { status: () => proxies, pushAll: () => undefined } as unknown as DiscoveryServer;
+  const discovery = {
+    status: () => proxies,
+    pushAll: () => undefined,
+    pushContext: () => ({ trustBundlePem: trust.bundlePem() }),
+  } as unknown as DiscoveryServer;
   const admin = createTrustAdmin({ trust, records, discovery, log });
   const call = async (route: string, body = ''): Promise<{ status: number; body: Record<string, unknown> }> => {
     const r = await admin.handle(route, () => Promise.resolve(body));
@@ -221,23 +225,67 @@ test('a node claim counts only for a proxy of the same namespace and ServiceAcco
   assert.equal(records.for('n1', base)?.serialNumber, 'AA', 'an older certificate does not replace a newer one');
 });
 
-test('an istiod that must not rotate (federated) refuses every rotation step with 409 and still reports status', async () => {
-  const stateDir = fs.mkdtempSync(path.join(dir, 'unsupported-'));
+test('a federated istiod adds and activates a CA only under a root of the mesh trust bundle, and serves both sources', async () => {
+  const stateDir = fs.mkdtempSync(path.join(dir, 'federated-'));
   const trust = await TrustManager.load({ initial, stateDir, log });
-  const discovery = { status: () => [], pushAll: () => undefined } as unknown as DiscoveryServer;
+  const oldRoot = certificateFingerprint(initial.rootCertPem);
+  const newRoot = certificateFingerprint(nextCa.rootCertPem);
+  // The mesh trust bundle in etcd, as the FederationLink sees it; the served bundle is istiod's own roots first, then
+  // the mesh's others (FederationLink.trustBundlePem).
+  let meshRoots: string[] = [initial.rootCertPem];
+  const served = (): string => {
+    const own = trust.bundle();
+    const fps = new Set(own.map(certificateFingerprint));
+    return [...own, ...meshRoots.filter((p) => !fps.has(certificateFingerprint(p)))].join('');
+  };
+  const discovery = {
+    status: () => [],
+    pushAll: () => undefined,
+    pushContext: () => ({ trustBundlePem: served() }),
+  } as unknown as DiscoveryServer;
   const admin = createTrustAdmin({
     trust,
     records: new WorkloadCertificates(),
     discovery,
-    rotationUnsupported: 'root rotation is not supported on a federated istiod yet',
+    meshTrust: { mesh: 'm1', roots: () => meshRoots },
     log,
   });
-  const body = JSON.stringify({ caDir: path.join(dir, 'next') });
-  for (const route of ['POST /v1/ca/roots', 'POST /v1/ca/activate', 'POST /v1/ca/retire']) {
-    const r = await admin.handle(route, () => Promise.resolve(body));
-    assert.equal(r?.status, 409, route);
-    assert.match(String((r?.body as { error?: string }).error), /federated/);
-  }
-  assert.equal((await admin.handle('GET /v1/ca/status', () => Promise.resolve('')))?.status, 200);
-  assert.equal(trust.describe().length, 1, 'nothing changed');
+  const call = async (route: string, body = ''): Promise<{ status: number; body: Record<string, unknown> }> =>
+    (await admin.handle(route, () => Promise.resolve(body))) as { status: number; body: Record<string, unknown> };
+  const add = JSON.stringify({ caDir: path.join(dir, 'next') });
+
+  const refused = await call('POST /v1/ca/roots', add);
+  assert.equal(refused.status, 409);
+  assert.match(String(refused.body.error), /is not in mesh m1's trust bundle/);
+  assert.equal(trust.describe().length, 1, 'nothing added');
+
+  meshRoots = [initial.rootCertPem, nextCa.rootCertPem]; // a mesh admin published the new root
+  let status = (await call('GET /v1/ca/status')).body as unknown as CaStatus;
+  assert.deepEqual(status.servedRoots, [oldRoot, newRoot], "istiod's root first, then the mesh's new one");
+  assert.deepEqual(status.mesh, { name: 'm1', roots: [oldRoot, newRoot] });
+  assert.equal((await call('POST /v1/ca/roots', add)).status, 200);
+
+  meshRoots = [initial.rootCertPem]; // the root left the mesh bundle before activation: activation is refused
+  const notActivated = await call('POST /v1/ca/activate');
+  assert.equal(notActivated.status, 409);
+  assert.match(String(notActivated.body.error), /the staged root .* is not in mesh m1's trust bundle/);
+  meshRoots = [initial.rootCertPem, nextCa.rootCertPem];
+  assert.equal((await call('POST /v1/ca/activate')).status, 200);
+
+  // Retiring the old root from istiod alone leaves it served while the mesh bundle still holds it; it is gone from
+  // the served bundle only once it left both.
+  assert.equal((await call('POST /v1/ca/retire', JSON.stringify({ fingerprint: oldRoot }))).status, 200);
+  status = (await call('GET /v1/ca/status')).body as unknown as CaStatus;
+  assert.deepEqual(
+    status.roots.map((r) => r.fingerprint),
+    [newRoot],
+  );
+  assert.deepEqual(status.servedRoots, [newRoot, oldRoot]);
+  meshRoots = [nextCa.rootCertPem];
+  status = (await call('GET /v1/ca/status')).body as unknown as CaStatus;
+  assert.deepEqual(status.servedRoots, [newRoot]);
+  assert.equal(
+    status.servedBundlePem,
+    nextCa.rootCertPem.endsWith('\n') ? nextCa.rootCertPem : `${nextCa.rootCertPem}\n`,
+  );
 });
