@@ -140,6 +140,7 @@ export function createLoadBalancer(c: EnvoyCluster): LoadBalancer<Endpoint> {
     case 'MAGLEV':
       return new MaglevLoadBalancer(Number(c.maglev_lb_config?.table_size?.value ?? DEFAULT_MAGLEV_TABLE_SIZE));
     case 'ROUND_ROBIN':
+    case 'CLUSTER_PROVIDED': // ORIGINAL_DST: the host comes from the connection (capture/original-dst-cluster.ts)
       return new RoundRobinLoadBalancer();
   }
 }

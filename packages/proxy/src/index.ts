@@ -24,3 +24,4 @@ export * from './cluster-stats.js';
 export * from './drain.js';
 export * from './outlier.js';
 export * from './tracing.js';
+export * from './filter-chain-match.js';

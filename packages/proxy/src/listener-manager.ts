@@ -10,12 +10,8 @@ import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
 import type { SocketAddress } from './capture/original-dst.js';
-import {
-  destinationOf,
-  restoreDestination,
-  selectFilterChain,
-  usesOriginalDst,
-} from './capture/listener-destination.js';
+import { destinationOf, restoreDestination, usesOriginalDst } from './capture/listener-destination.js';
+import { findFilterChain, type FilterChainFacts } from './filter-chain-match.js';
 import {
   hcmOf,
   tcpProxyOf,
@@ -154,9 +150,11 @@ function chainMatches(
  * ListenerManager binds one server per Listener. A listener whose filter chains carry a DownstreamTlsContext is a
  * TLS server that requires a client certificate verified by TLS against the trust bundle and accepted by pki's
  * `verifySpiffePeer` as a client X509-SVID of the trust domain (one `spiffe://<td>/ns/<ns>/sa/<sa>` URI SAN, not a
- * CA, clientAuth when an extendedKeyUsage is present, within its validity); its filter chain is chosen by SNI (`filter_chain_match.server_names`), and a connection no chain
- * matches is closed. Other listeners are plaintext HTTP. A changed Listener at the same address is swapped in
- * place; a removed one stops accepting and its connections close once idle.
+ * CA, clientAuth when an extendedKeyUsage is present, within its validity). Every connection's filter chain is
+ * chosen as Envoy chooses it (`filter-chain-match.ts`: destination port, destination IP, SNI, transport protocol;
+ * the destination is the original one behind `original_dst`), and a connection no chain matches is closed. Other
+ * listeners are plaintext HTTP. A changed Listener at the same address is swapped in place; a removed one stops
+ * accepting and its connections close once idle.
  */
 export class ListenerManager {
   private active = new Map<string, ActiveListener>();
@@ -367,13 +365,16 @@ export class ListenerManager {
   private makeTlsServer(entry: ActiveListener, material: TlsMaterial | undefined): tls.Server {
     const server = tls.createServer({
       ...(material ? this.secureOptions(material) : {}),
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- Node calls ALPNCallback with the TLSSocket as `this`
+    const self = this;
       requestCert: true,
       rejectUnauthorized: true,
       handshakeTimeout: this.limits.handshakeTimeoutMs,
       allowHalfOpen: entry.halfOpen, // tcp_proxy chains pass half-closes on
-      // ALPN per filter chain (by SNI): h2 or http/1.1 as the chain offers them (http2/dispatch.ts).
-      ALPNCallback: ({ servername, protocols }) =>
-        selectAlpn(entry.chains.find((c) => chainMatches(c.chain, servername, 'tls'))?.alpn, protocols),
+      // ALPN per filter chain (as chosen by destination and SNI): h2 or http/1.1 as it offers them (http2/dispatch.ts).
+      ALPNCallback: function (this: tls.TLSSocket, { servername, protocols }) {
+        return selectAlpn(findFilterChain(entry.chains, self.facts(entry, this, 'tls', servername))?.alpn, protocols);
+      },
     });
     server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
     server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
@@ -396,11 +397,12 @@ export class ListenerManager {
     this.track(entry, sock);
     void inspectTransport(sock, this.limits.handshakeTimeoutMs).then((transport) => {
       if (transport === undefined) return void sock.destroy();
+    this.restore(entry, sock); // original_dst runs before tls_inspector, as Istio orders them
       if (transport === 'tls') {
-        // No chain terminates TLS: tcp_proxy chains pass it through, chosen by the ClientHello's SNI.
+        // No chain terminates TLS: tcp_proxy chains pass it through, chosen by destination and the ClientHello's SNI.
         if (!entry.tls)
           return passthroughTls(
-            () => entry.chains,
+            (sni) => findFilterChain(entry.chains, this.facts(entry, sock, 'tls', sni)),
             sock,
             this.passthroughDeps(entry),
             (reason, sni) =>
@@ -414,7 +416,7 @@ export class ListenerManager {
         entry.tlsServer.emit('connection', sock);
         return;
       }
-      const chain = entry.chains.find((c) => chainMatches(c.chain, undefined, 'raw_buffer'));
+      const chain = findFilterChain(entry.chains, this.facts(entry, sock, 'raw_buffer'));
       if (!chain) {
         this.deps.log.warn(
           { listener: entry.name, remote: sock.remoteAddress },
@@ -429,6 +431,25 @@ export class ListenerManager {
 
   private restore(entry: ActiveListener, sock: net.Socket): SocketAddress | undefined {
     if (!this.originalDst.get(entry.name)) return undefined;
+  /**
+   * facts are what filter chain matching knows of a connection: the restored original destination (restored once
+   * per socket) or the listener's own address, the SNI and the transport protocol.
+   */
+  private facts(
+    entry: ActiveListener,
+    sock: net.Socket,
+    transportProtocol: 'tls' | 'raw_buffer',
+    serverName?: string,
+  ): FilterChainFacts {
+    const dst = destinationOf(sock) ?? this.restore(entry, sock);
+    return {
+      destinationPort: dst?.port ?? sock.localPort,
+      destinationIp: dst?.address ?? sock.localAddress,
+      serverName,
+      transportProtocol,
+    };
+  }
+
     return restoreDestination(sock, this.deps.originalDestination, (err) =>
       this.deps.log.warn({ listener: entry.name, err }, 'original destination unavailable'),
     );
@@ -442,8 +463,7 @@ export class ListenerManager {
 
   private onPlainConnection(entry: ActiveListener, sock: net.Socket): void {
     this.track(entry, sock);
-    const port = this.restore(entry, sock)?.port ?? sock.localPort;
-    const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, undefined, 'raw_buffer'));
+    const chain = findFilterChain(entry.chains, this.facts(entry, sock, 'raw_buffer'));
     if (!chain) return void sock.destroy();
     if (chain.tcp) return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps);
     serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
@@ -454,8 +474,7 @@ export class ListenerManager {
     const cert = sock.getPeerCertificate(false);
     const material = this.deps.tls();
     const sni = (sock as tls.TLSSocket & { servername?: string | false }).servername || undefined;
-    const port = this.restore(entry, sock)?.port ?? sock.localPort;
-    const chain = selectFilterChain(entry.chains, port, (c) => chainMatches(c.chain, sni, 'tls'));
+    const chain = findFilterChain(entry.chains, this.facts(entry, sock, 'tls', sni));
     if (!chain) {
       this.deps.log.warn(
         { listener: entry.name, sni, remote: sock.remoteAddress },

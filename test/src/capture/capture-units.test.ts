@@ -29,7 +29,7 @@ import {
   RouteTable,
   hcmOf,
   routeForDestination,
-  selectFilterChain,
+  findFilterChain,
   type EnvoyFilterChain,
   type EnvoyListener,
   type RequestView,
@@ -260,21 +260,20 @@ describe("Envoy's destination_port filter chain level", () => {
       },
     } as unknown as EnvoyFilterChain,
   });
-  const chains = [chain('sni', undefined, ['a']), chain('p9080', 9080), chain('p9090', 9090)];
-  const any = (): boolean => true;
+  const chains = [chain('sni', undefined, ['a']), chain('p9080', 9080), chain('p9090', 9090), chain('any')];
+  const at = (port: number | undefined, serverName?: string): string | undefined =>
+    findFilterChain(chains, { destinationPort: port, serverName, transportProtocol: 'tls' })?.name;
 
   it('chains naming the port win; other ports fall to the chains that name none', () => {
-    assert.equal(selectFilterChain(chains, 9080, any)?.name, 'p9080');
-    assert.equal(selectFilterChain(chains, 9090, any)?.name, 'p9090');
-    assert.equal(selectFilterChain(chains, 15006, any)?.name, 'sni');
-    assert.equal(selectFilterChain(chains, undefined, any)?.name, 'sni');
+    assert.equal(at(9080), 'p9080');
+    assert.equal(at(9090), 'p9090');
+    assert.equal(at(15006, 'a'), 'sni');
+    assert.equal(at(15006), 'any');
+    assert.equal(at(undefined, 'a'), 'sni');
   });
 
-  it('no fall-back to a less specific level when the port chains refuse the connection', () => {
-    assert.equal(
-      selectFilterChain(chains, 9080, (c) => c.name === 'sni'),
-      undefined,
-    );
+  it('no fall-back to a less specific level: the SNI chain is out of reach on a port that has chains', () => {
+    assert.equal(at(9080, 'a'), 'p9080');
   });
 });
 

@@ -1,5 +1,5 @@
 import type net from 'node:net';
-import type { EnvoyFilterChain, EnvoyListener } from '../xds/envoy-schemas.js';
+import type { EnvoyListener } from '../xds/envoy-schemas.js';
 import type { SocketAddress } from './original-dst.js';
 
 /** ORIGINAL_DST_FILTER is the name of Envoy's listener filter that restores a redirected connection's destination. */
@@ -38,26 +38,4 @@ export function restoreDestination(
 /** destinationOf returns the original destination {@link restoreDestination} found for a connection, if any. */
 export function destinationOf(sock: net.Socket): SocketAddress | undefined {
   return restored.get(sock);
-}
-
-function chainPort(c: { chain: EnvoyFilterChain }): number | undefined {
-  const v = c.chain.filter_chain_match?.destination_port?.value;
-  return v !== undefined && v > 0 ? v : undefined;
-}
-
-/**
- * selectFilterChain applies Envoy's first filter chain match level, `destination_port`: when some chains name the
- * connection's destination port (the restored original destination's, else the listener's), only they are
- * candidates; otherwise only the chains that name no port are. Within the level, the first chain `matches`
- * accepts (server names, transport protocol) wins. Envoy does not fall back to a less specific level, and
- * neither does this.
- */
-export function selectFilterChain<T extends { chain: EnvoyFilterChain }>(
-  chains: readonly T[],
-  destinationPort: number | undefined,
-  matches: (c: T) => boolean,
-): T | undefined {
-  const exact = destinationPort === undefined ? [] : chains.filter((c) => chainPort(c) === destinationPort);
-  const level = exact.length > 0 ? exact : chains.filter((c) => chainPort(c) === undefined);
-  return level.find(matches);
 }

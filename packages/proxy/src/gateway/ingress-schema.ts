@@ -24,13 +24,18 @@ export function downstreamSdsNames(chain: EnvoyFilterChain): { certificate?: str
 
 /**
  * checkIngressListener refuses what an ingress gateway does not serve, with the field path: a filter chain that is
- * not an HTTP connection manager (tcp_proxy), a TLS chain without an SDS certificate, or one that validates peers
+ * not an HTTP connection manager (tcp_proxy), a destination match (`destination_port`, `prefix_ranges`: ingress
+ * chains are chosen by SNI alone), a TLS chain without an SDS certificate, or one that validates peers
  * by mesh identity (`combined_validation_context`, a sidecar's mTLS). Returns the problem, or undefined.
  */
 export function checkIngressListener(l: AcceptedListener): string | undefined {
   for (const [i, chain] of l.config.filter_chains.entries()) {
     if (!hcmOf(chain))
       return `filter_chains[${i}].filters[0]: only HTTP connection managers are served by ingress gateways`;
+    // Ingress chains are chosen by SNI only (ingress-listeners.ts); a destination match would be ignored.
+    const m = chain.filter_chain_match;
+    if ((m?.prefix_ranges?.length ?? 0) > 0 || m?.destination_port !== undefined)
+      return `filter_chains[${i}].filter_chain_match: destination matches are not served by ingress gateways`;
     const ctx = chain.transport_socket?.typed_config;
     if (!ctx) continue;
     const where = `filter_chains[${i}].transport_socket.typed_config`;

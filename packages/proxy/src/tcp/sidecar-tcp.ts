@@ -1,9 +1,11 @@
 /**
  * `tcp_proxy` filter chains in a sidecar's listeners (TCP services and TLS passthrough), on top of the gateway's
  * `runTcpProxy`:
- * - outbound, a per-port listener: a plain TCP chain proxies the connection to its cluster; TLS chains (behind a
- *   `tls_inspector`, without a `transport_socket`) are chosen by the ClientHello's SNI and passed through
- *   untouched, so the app's TLS session runs end to end to the destination;
+ * - outbound, a per-port listener (explicit mode) or `virtualOutbound` (capture mode, chains by original
+ *   destination): a plain TCP chain proxies the connection to its cluster; TLS chains (behind a `tls_inspector`,
+ *   without a `transport_socket`) are chosen by the ClientHello's SNI and passed through untouched, so the app's
+ *   TLS session runs end to end to the destination; an ORIGINAL_DST cluster (PassthroughCluster) dials the
+ *   connection's original destination;
  * - upstream, a cluster with mTLS (a peer sidecar) gets a TLS connection with the workload certificate, the
  *   cluster's SNI and ALPN, and the peer's SPIFFE ID checked against the cluster's SANs, like HTTP pools;
  * - inbound, a TLS chain that terminates the peer's mTLS (the listener already checked its SPIFFE ID) proxies the
@@ -276,38 +278,14 @@ export function serveTcpChain(
 }
 
 /**
- * matchServerName picks the chain for an SNI as Envoy does: an exact `server_names` entry, else the longest
- * `*.suffix` wildcard, else a chain without `server_names`.
- */
-export function matchServerName<T extends { chain: EnvoyFilterChain }>(
-  chains: readonly T[],
-  sni: string | undefined,
-): T | undefined {
-  const name = sni?.toLowerCase();
-  if (name) {
-    const exact = chains.find((c) => c.chain.filter_chain_match?.server_names?.some((n) => n.toLowerCase() === name));
-    if (exact) return exact;
-    let best: T | undefined;
-    let bestLen = 0;
-    for (const c of chains)
-      for (const n of c.chain.filter_chain_match?.server_names ?? [])
-        if (n.startsWith('*.') && name.endsWith(n.slice(1).toLowerCase()) && n.length > bestLen) {
-          best = c;
-          bestLen = n.length;
-        }
-    if (best) return best;
-  }
-  return chains.find((c) => (c.chain.filter_chain_match?.server_names ?? []).length === 0);
-}
-
-/**
  * passthroughTls serves a TLS connection on a listener whose chains pass TLS through: it peeks the ClientHello
- * (bounded in size and time, nothing written to the client), picks the tcp_proxy chain by SNI
- * ({@link matchServerName}) and proxies the connection, ClientHello first. A connection without a whole
- * ClientHello, or whose SNI no chain takes, is closed (`onRefused` says why).
+ * (bounded in size and time, nothing written to the client), asks `select` for the chain of its SNI (the listener's
+ * Envoy filter chain match, `filter-chain-match.ts`, with the connection's destination and `transport_protocol`
+ * tls) and proxies the connection, ClientHello first, when that chain is a tcp_proxy. A connection without a whole
+ * ClientHello, or whose chain is missing or not a tcp_proxy, is closed (`onRefused` says why).
  */
 export function passthroughTls<T extends { chain: EnvoyFilterChain }>(
-  chains: () => readonly T[],
+  select: (serverName: string | undefined) => T | undefined,
   sock: net.Socket,
   deps: SidecarTcpDeps,
   onRefused: (reason: string, sni: string | undefined) => void,
@@ -318,8 +296,7 @@ export function passthroughTls<T extends { chain: EnvoyFilterChain }>(
       onRefused(hello.reason, undefined);
       return void sock.destroy();
     }
-    const candidates = chains().filter((c) => c.chain.filter_chain_match?.transport_protocol !== 'raw_buffer');
-    const chain = matchServerName(candidates, hello.serverName);
+    const chain = select(hello.serverName);
     const tcp = chain ? tcpProxyOf(chain.chain) : undefined;
     if (!chain || !tcp) {
       onRefused('no_filter_chain', hello.serverName);

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { isOriginalDstCluster, originalDstEndpoint } from '../capture/original-dst-cluster.js';
 import type { ClusterManager, Endpoint, UpstreamCluster } from '../cluster-manager.js';
 import type { TcpLabels, TcpMetrics } from './tcp-metrics.js';
 
@@ -73,7 +74,8 @@ function connectOnce(host: string, port: number, timeoutMs: number, down: net.So
 /**
  * runTcpProxy is Envoy's `tcp_proxy` for one accepted connection whose first bytes were already read (`initial`,
  * e.g. a peeked ClientHello): it picks a host of the cluster (up to `maxConnectAttempts` hosts, each bounded by
- * the cluster's connect timeout), writes `initial` to it, then pipes both ways with back-pressure and half-close
+ * the cluster's connect timeout; an ORIGINAL_DST cluster's one host is the connection's original destination,
+ * `UH` when it has none), writes `initial` to it, then pipes both ways with back-pressure and half-close
  * until both sides are done, an idle timeout, or a reset (which resets the other side). Bytes are counted into
  * Istio's TCP metrics, flushed every {@link METRICS_FLUSH_MS} and at close. Resolves when the session is over;
  * never rejects. The downstream socket is closed in every outcome.
@@ -100,7 +102,8 @@ export async function runTcpProxy(
   let up: net.Socket | undefined;
   let chosen: Endpoint | undefined;
   for (let i = 0; i < Math.max(1, settings.maxConnectAttempts) && !up; i++) {
-    const ep = clusters.pickEndpoint(cluster, tried);
+    // An ORIGINAL_DST cluster (PassthroughCluster) has one host: where the downstream was going (capture mode).
+    const ep = isOriginalDstCluster(cluster) ? originalDstEndpoint(down) : clusters.pickEndpoint(cluster, tried);
     if (!ep || tried.has(ep)) break;
     tried.add(ep);
     result.attempts++;

@@ -5,6 +5,7 @@
  * resource is NACKed rather than half-applied (field names follow the Envoy v3 API reference,
  * https://www.envoyproxy.io/docs/envoy/latest/api-v3/api).
  */
+import net from 'node:net';
 import { z } from 'zod';
 import {
   createNetworkRbacSchema,
@@ -408,11 +409,31 @@ const filterChain = z.strictObject({
     })
     .optional(),
   // One terminal network filter, last: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough
+/**
+ * CidrRangeSchema is `config.core.v3.CidrRange` (`address_prefix`, `prefix_len`) as filter chains match a
+ * destination with it (`filter_chain_match.prefix_ranges`): an IPv4 or IPv6 address and a prefix length the family
+ * allows (Envoy's default length is 0, the whole family).
+ */
+export const CidrRangeSchema = z
+  .strictObject({ address_prefix: z.string().min(1), prefix_len: wrappedU32.optional() })
+  .superRefine((c, ctx) => {
+    const family = net.isIP(c.address_prefix);
+    if (family === 0)
+      ctx.addIssue({ code: 'custom', path: ['address_prefix'], message: 'must be an IPv4 or IPv6 address' });
+    else if ((c.prefix_len?.value ?? 0) > (family === 4 ? 32 : 128))
+      ctx.addIssue({ code: 'custom', path: ['prefix_len'], message: `must be ≤ ${family === 4 ? 32 : 128}` });
+  });
+/** EnvoyCidrRange is a decoded CidrRange. */
+export type EnvoyCidrRange = z.infer<typeof CidrRangeSchema>;
+
   // by SNI), which network RBAC filters may precede (AuthorizationPolicy on TCP, docs/adr/0017).
   filters: z
+  // The criteria the proxy matches, in Envoy's order (filter-chain-match.ts); the others (application_protocols,
+  // source_*, direct_source_prefix_ranges) are refused by the strict object rather than ignored.
     .array(
       z.discriminatedUnion('name', [
         z.strictObject({
+      prefix_ranges: z.array(CidrRangeSchema).optional(),
           name: z.literal('envoy.filters.network.http_connection_manager'),
           typed_config: HttpConnectionManagerSchema,
         }),
@@ -629,16 +650,17 @@ function isPrime(n: number): boolean {
   return true;
 }
 
-/** ClusterSchema is `config.cluster.v3.Cluster` (EDS or STATIC discovery). */
+/** ClusterSchema is `config.cluster.v3.Cluster` (EDS, STATIC or ORIGINAL_DST discovery). */
 export const ClusterSchema = z
   .strictObject({
     '@type': z.string().optional(),
     name: z.string().min(1),
-    type: z.enum(['STATIC', 'EDS']),
+    // ORIGINAL_DST: hosts are the connections' original destinations (capture mode's PassthroughCluster).
+    type: z.enum(['STATIC', 'EDS', 'ORIGINAL_DST']),
     eds_cluster_config: z.strictObject({ service_name: z.string().optional(), eds_config: configSource }).optional(),
     load_assignment: ClusterLoadAssignmentSchema.optional(),
     connect_timeout: DurationSchema.optional(),
-    lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV']).optional(),
+    lb_policy: z.enum(['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'RING_HASH', 'MAGLEV', 'CLUSTER_PROVIDED']).optional(),
     least_request_lb_config: z
       .strictObject({ choice_count: z.strictObject({ value: z.number().int().min(2).optional() }).optional() })
       .optional(),
@@ -691,6 +713,20 @@ export const ClusterSchema = z
   })
   .refine((c) => c.least_request_lb_config === undefined || c.lb_policy === 'LEAST_REQUEST', {
     message: 'least_request_lb_config needs lb_policy LEAST_REQUEST',
+  // Envoy: an ORIGINAL_DST cluster takes its hosts from the connection, so it needs lb_policy CLUSTER_PROVIDED and
+  // has no assignment; the proxy originates no TLS to an arbitrary original destination, so that is refused too.
+  .refine((c) => (c.type === 'ORIGINAL_DST') === (c.lb_policy === 'CLUSTER_PROVIDED'), {
+    message: 'lb_policy CLUSTER_PROVIDED goes with type ORIGINAL_DST, and ORIGINAL_DST needs it',
+    path: ['lb_policy'],
+  })
+  .refine((c) => c.type !== 'ORIGINAL_DST' || (c.load_assignment === undefined && c.eds_cluster_config === undefined), {
+    message: 'an ORIGINAL_DST cluster takes no load_assignment or eds_cluster_config',
+    path: ['type'],
+  })
+  .refine((c) => c.type !== 'ORIGINAL_DST' || c.transport_socket === undefined, {
+    message: 'TLS to an ORIGINAL_DST cluster is not implemented',
+    path: ['transport_socket'],
+  })
     path: ['least_request_lb_config'],
   });
 /** EnvoyCluster is a decoded Cluster. */

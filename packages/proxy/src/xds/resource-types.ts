@@ -4,6 +4,7 @@ import type { DecodeResult, XdsResourceType } from '@fedmesh/xds';
 import { RouteTable } from '../route-table.js';
 import { compileHcmSecurity, type HcmSecurity } from '../http/request-guard.js';
 import { networkRbacOf } from '../filters/network-rbac.js';
+import { duplicateFilterChainMatch } from '../filter-chain-match.js';
 import {
   ClusterLoadAssignmentSchema,
   ClusterSchema,
@@ -47,7 +48,8 @@ function decoder<T, S extends z.ZodType>(
 
 /**
  * ListenerType decodes and validates Listeners; compiling inline route configs, HTTP RBAC and network RBAC filters
- * catches bad regexes and CIDRs (the compiled network RBAC filters are kept per chain, `networkRbacOf`).
+ * catches bad regexes and CIDRs (the compiled network RBAC filters are kept per chain, `networkRbacOf`). Two filter
+ * chains matching the same connections are refused, as Envoy refuses them (`duplicateFilterChainMatch`).
  */
 export const ListenerType: XdsResourceType<{
   config: EnvoyListener;
@@ -58,6 +60,8 @@ export const ListenerType: XdsResourceType<{
   ListenerSchema,
   (r) => r.name,
   (config) => {
+    const ambiguous = duplicateFilterChainMatch(config.filter_chains);
+    if (ambiguous) throw new Error(ambiguous);
     const inlineRoutes = new Map<number, RouteTable>();
     const security = new Map<number, HcmSecurity>();
     config.filter_chains.forEach((fc, i) => {
