@@ -168,6 +168,7 @@ test('refusals change nothing: a registered cluster left out, an intermediate un
   assert.equal(partial.code, 1);
   assert.match(partial.stderr, /cluster\(s\) west are registered in mesh m1 but not part of this rotation/);
 
+  // west's current intermediate (under the old root) given as its new one.
   const wrong = await fedmesh(
     rotateArgs(['east', 'west']).map((a) =>
       a === `west=${path.join(dir, 'west-b')}` ? `west=${path.join(stateDir('west'), 'ca')}` : a,
@@ -181,6 +182,16 @@ test('refusals change nothing: a registered cluster left out, an intermediate un
   ]);
   assert.equal(single.code, 1);
   assert.match(single.stderr, /is cluster east of a federated mesh: every cluster must trust a new root/);
+
+  // istiod itself refuses a CA under a root the mesh trust bundle does not hold.
+  const token = fs.readFileSync(path.join(stateDir('east'), 'istiod', 'admin-token'), 'utf8').trim();
+  const direct = await request(`http://${east.istiod.monitoring}/v1/ca/roots`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ caDir: path.join(dir, 'east-b') }),
+  });
+  assert.equal(direct.statusCode, 409);
+  assert.match(((await direct.body.json()) as { error: string }).error, /is not in mesh m1's trust bundle/);
 
   assert.deepEqual(await etcdTrust(), trustBefore, 'the mesh trust bundle is unchanged');
   for (const s of [east, west]) {
