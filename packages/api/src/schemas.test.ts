@@ -136,6 +136,41 @@ describe('VirtualService', () => {
     );
   });
 
+  it("a VirtualService without hosts is a delegate: Istio's docs example is valid, gateways, tls, tcp and a second level are not", () => {
+    const [d] = valid(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: nsa}
+spec:
+  http:
+  - match:
+    - uri: {prefix: "/productpage/v1/"}
+    route:
+    - destination: {host: productpage-v1.nsa.svc.cluster.local}
+  - route:
+    - destination: {host: productpage.nsa.svc.cluster.local}
+`);
+    assert.ok(d && isResourceKind(d, 'VirtualService'));
+    assert.equal(d.spec.hosts, undefined);
+    assert.deepEqual(
+      problems(
+        vs(`  gateways: [mesh]
+  http:
+  - delegate: {name: deeper}
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: a}}]
+  tcp:
+  - route: [{destination: {host: b}}]`),
+      ),
+      [
+        'spec.gateways: a delegate VirtualService (no hosts) must have no gateways specified',
+        'spec.tls: a delegate VirtualService (no hosts) must have no tls route specified',
+        'spec.tcp: a delegate VirtualService (no hosts) must have no tcp route specified',
+        'spec.http[0].delegate: http delegate only applies to a root VirtualService (one with hosts)',
+      ],
+    );
+  });
+
   it('requires exactly one of exact/prefix/regex, except for header presence matches', () => {
     assert.deepEqual(
       problems(

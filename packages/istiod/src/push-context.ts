@@ -39,6 +39,12 @@ export interface MeshSettings {
   defaultVirtualServiceExportTo?: readonly string[] | undefined;
   /** defaultDestinationRuleExportTo applies to DestinationRules with no `exportTo`. */
   defaultDestinationRuleExportTo?: readonly string[] | undefined;
+  /**
+   * outboundTrafficPolicy is Istio's `meshConfig.outboundTrafficPolicy.mode`: where a capture-mode sidecar sends
+   * connections to destinations the mesh does not know, `ALLOW_ANY` (default: PassthroughCluster, the original
+   * destination) or `REGISTRY_ONLY` (BlackHoleCluster: closed). See generators/capture-outbound.ts.
+   */
+  outboundTrafficPolicy?: 'ALLOW_ANY' | 'REGISTRY_ONLY' | undefined;
   /** defaultConfig is the part of `meshConfig.defaultConfig` (ProxyConfig) istiod hands on (VM bootstrap). */
   defaultConfig?: { discoveryAddress?: string } | undefined;
 }
@@ -235,6 +241,25 @@ export class PushContext {
       if (gws.length > 0 && !gws.includes('mesh')) return false;
       return (v.spec.hosts ?? []).some((h) => this.resolveHost(h, ns) === hostname);
     });
+  }
+
+  /**
+   * delegateVirtualService resolves a root VirtualService's `http[].delegate` as Istio's delegate index does: the
+   * VirtualService `namespace/name` is the delegate (`{vs}`) when it exists, has no `hosts`, and its `exportTo`
+   * (else the mesh default) makes it visible in `rootNamespace`; otherwise `{problem}` says why not. Generators
+   * call this rather than scan VirtualServices, so a change to a delegate re-generates exactly its roots' readers.
+   */
+  delegateVirtualService(
+    name: string,
+    namespace: string,
+    rootNamespace: string,
+  ): { vs: VirtualServiceObject } | { problem: 'not found' | 'has hosts' | 'not exported' } {
+    const vs = this.vs.find((v) => v.metadata.name === name && namespaceOf(v) === namespace);
+    if (!vs) return { problem: 'not found' };
+    if ((vs.spec.hosts ?? []).length > 0) return { problem: 'has hosts' };
+    const exportTo = orDefault(vs.spec.exportTo, this.mesh.defaultVirtualServiceExportTo);
+    if (!visibleTo(exportTo, namespace, rootNamespace)) return { problem: 'not exported' };
+    return { vs };
   }
 
   /**

@@ -7,6 +7,7 @@ import type { ClusterManager } from './cluster-manager.js';
 import type { ClusterStats } from './cluster-stats.js';
 import type { DrainController } from './drain.js';
 import { computeHash } from './hash-policy.js';
+import { corsDecodeHeaders } from './filters/cors.js';
 import { blankLabels, type IstioLabels, type ProxyMetrics } from './metrics.js';
 import type { HeaderMutation, RequestView, RouteEntry, RouteTable, VirtualHostEntry } from './route-table.js';
 import type { RequestGuardHook } from './http/request-guard.js';
@@ -60,6 +61,8 @@ export interface HttpHandlerContext {
    * normalized view is the one routed and forwarded; a local reply it returns is sent instead.
    */
   guard?: RequestGuardHook;
+  /** corsFilter is true when the HCM lists `envoy.filters.http.cors`: routes' CORS policies apply only then. */
+  corsFilter?: boolean;
 }
 
 const HOP_BY_HOP = new Set([
@@ -254,6 +257,8 @@ class Exchange {
   upstream: Partial<ForwardResult> = {};
   trace: TraceContext | undefined;
   finished = false;
+  /** corsHeaders are set on the response by the CORS filter (an actual request from an allowed origin). */
+  corsHeaders: Record<string, string> | undefined;
 
   constructor(
     readonly ctx: HttpHandlerContext,
@@ -315,6 +320,7 @@ class Exchange {
         'content-type': 'text/plain',
         'content-length': Buffer.byteLength(body),
         ...extra,
+        ...this.corsHeaders,
       };
       if (isHttp2Request(req)) delete headers.connection; // connection-specific: HTTP/2 forbids it
       res.writeHead(status, headers);
@@ -429,6 +435,9 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
     x.flags.add('FI');
     return x.localReply(fault.abortStatus, 'fault filter abort', 'fault_filter_abort');
   }
+  const cors = ctx.corsFilter ? corsDecodeHeaders(route.cors, view, x.random) : undefined;
+  if (cors?.preflight) return x.localReply(200, '', 'cors_response', cors.preflight);
+  x.corsHeaders = cors?.response;
   const action = route.action;
   if (action.kind === 'direct') return x.localReply(action.status, action.body, 'direct_response');
   if (action.kind === 'redirect') {
@@ -566,6 +575,7 @@ function respond(
     if (v !== undefined && !HOP_BY_HOP.has(k) && k.charCodeAt(0) !== 58 /* : */) out[k] = v;
   }
   applyMutations(out, route.responseHeadersToAdd, route.responseHeadersToRemove);
+  if (x.corsHeaders) Object.assign(out, x.corsHeaders);
   if (result.serviceTimeMs !== undefined)
     out['x-envoy-upstream-service-time'] = String(Math.round(result.serviceTimeMs));
   if (vh.includeAttemptCountInResponse) out['x-envoy-attempt-count'] = String(result.attempts);

@@ -8,6 +8,7 @@ import { CHAIN_GONE, NO_SECURITY, RequestGuard, type HcmSecurity } from './http/
 import { onClientError } from './http/client-error.js';
 import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
+import { hasCorsFilter } from './filters/cors.js';
 import type { TlsMaterial } from './secrets.js';
 import type { SocketAddress } from './capture/original-dst.js';
 import { destinationOf, restoreDestination, usesOriginalDst } from './capture/listener-destination.js';
@@ -263,6 +264,7 @@ export class ListenerManager {
         direction,
         routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
         forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
+        corsFilter: hasCorsFilter(hcm),
         peerOf: (req) => peers.get(connectionSocket(req)),
         destinationOf: (req) => destinationOf(connectionSocket(req)),
         // Looked up per request: a policy update reaches connections opened before it.
@@ -363,10 +365,10 @@ export class ListenerManager {
   }
 
   private makeTlsServer(entry: ActiveListener, material: TlsMaterial | undefined): tls.Server {
-    const server = tls.createServer({
-      ...(material ? this.secureOptions(material) : {}),
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- Node calls ALPNCallback with the TLSSocket as `this`
     const self = this;
+    const server = tls.createServer({
+      ...(material ? this.secureOptions(material) : {}),
       requestCert: true,
       rejectUnauthorized: true,
       handshakeTimeout: this.limits.handshakeTimeoutMs,
@@ -395,9 +397,9 @@ export class ListenerManager {
    */
   private onInspectedConnection(entry: ActiveListener, sock: net.Socket): void {
     this.track(entry, sock);
+    this.restore(entry, sock); // original_dst runs before tls_inspector, as Istio orders them
     void inspectTransport(sock, this.limits.handshakeTimeoutMs).then((transport) => {
       if (transport === undefined) return void sock.destroy();
-    this.restore(entry, sock); // original_dst runs before tls_inspector, as Istio orders them
       if (transport === 'tls') {
         // No chain terminates TLS: tcp_proxy chains pass it through, chosen by destination and the ClientHello's SNI.
         if (!entry.tls)
@@ -429,8 +431,6 @@ export class ListenerManager {
     });
   }
 
-  private restore(entry: ActiveListener, sock: net.Socket): SocketAddress | undefined {
-    if (!this.originalDst.get(entry.name)) return undefined;
   /**
    * facts are what filter chain matching knows of a connection: the restored original destination (restored once
    * per socket) or the listener's own address, the SNI and the transport protocol.
@@ -450,6 +450,8 @@ export class ListenerManager {
     };
   }
 
+  private restore(entry: ActiveListener, sock: net.Socket): SocketAddress | undefined {
+    if (!this.originalDst.get(entry.name)) return undefined;
     return restoreDestination(sock, this.deps.originalDestination, (err) =>
       this.deps.log.warn({ listener: entry.name, err }, 'original destination unavailable'),
     );

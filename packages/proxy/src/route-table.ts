@@ -5,6 +5,7 @@ import {
   type EnvoyRouteConfiguration,
   type EnvoyStringMatcher,
 } from './xds/envoy-schemas.js';
+import { compileCorsPolicy, type CorsPolicy } from './filters/cors.js';
 
 /** RequestView is what route matching reads of a request: lower-case header names, path with query. */
 export interface RequestView {
@@ -89,6 +90,8 @@ export interface RouteEntry {
   responseHeadersToAdd: HeaderMutation[];
   responseHeadersToRemove: string[];
   fault?: FaultPolicy;
+  /** cors is the route's `envoy.filters.http.cors` policy (`filters/cors.ts`). */
+  cors?: CorsPolicy;
 }
 
 /** VirtualHostEntry is one compiled virtual host. */
@@ -383,5 +386,7 @@ function compileRoute(r: EnvoyRoute, where: string): RouteEntry {
     }
     entry.fault = fault;
   }
+  const cors = r.typed_per_filter_config?.['envoy.filters.http.cors'];
+  if (cors) entry.cors = compileCorsPolicy(cors, `${where}.typed_per_filter_config.envoy.filters.http.cors`);
   return entry;
 }

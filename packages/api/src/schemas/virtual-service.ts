@@ -354,17 +354,49 @@ export const TCPRouteSchema = z
 export type TCPRoute = z.infer<typeof TCPRouteSchema>;
 
 /**
- * VirtualServiceSpecSchema is the `spec` of a VirtualService: `hosts`, `gateways` (`mesh` = sidecars),
- * ordered `http`, `tls` and `tcp` route lists, and `exportTo`.
+ * checkDelegateSpec applies Istio's rules for a delegate VirtualService, one without `hosts` (istio/istio
+ * `ValidateVirtualService`): its routes are merged under a root's `http[].delegate`, so it may not bind
+ * `gateways`, hold `tls` or `tcp` routes, or delegate again (only one level of delegation exists).
  */
-export const VirtualServiceSpecSchema = z.strictObject({
-  hosts: z.array(HostSchema).optional(),
-  gateways: z.array(requiredString()).optional(),
-  http: z.array(HTTPRouteSchema).optional(),
-  tls: z.array(TLSRouteSchema).optional(),
-  tcp: z.array(TCPRouteSchema).optional(),
-  exportTo: ExportToSchema.optional(),
-});
+function checkDelegateSpec(
+  s: {
+    hosts?: readonly string[] | undefined;
+    gateways?: readonly string[] | undefined;
+    http?: readonly { delegate?: unknown }[] | undefined;
+    tls?: readonly unknown[] | undefined;
+    tcp?: readonly unknown[] | undefined;
+  },
+  ctx: z.core.$RefinementCtx,
+): void {
+  if (s.hosts !== undefined && s.hosts.length > 0) return;
+  const issue = (path: (string | number)[], message: string): void => ctx.addIssue({ code: 'custom', path, message });
+  if (s.gateways !== undefined && s.gateways.length > 0)
+    issue(['gateways'], 'a delegate VirtualService (no hosts) must have no gateways specified');
+  if (s.tls !== undefined && s.tls.length > 0)
+    issue(['tls'], 'a delegate VirtualService (no hosts) must have no tls route specified');
+  if (s.tcp !== undefined && s.tcp.length > 0)
+    issue(['tcp'], 'a delegate VirtualService (no hosts) must have no tcp route specified');
+  (s.http ?? []).forEach((r, i) => {
+    if (r.delegate !== undefined)
+      issue(['http', i, 'delegate'], 'http delegate only applies to a root VirtualService (one with hosts)');
+  });
+}
+
+/**
+ * VirtualServiceSpecSchema is the `spec` of a VirtualService: `hosts`, `gateways` (`mesh` = sidecars),
+ * ordered `http`, `tls` and `tcp` route lists, and `exportTo`. A VirtualService without `hosts` is a delegate
+ * (see {@link checkDelegateSpec}).
+ */
+export const VirtualServiceSpecSchema = z
+  .strictObject({
+    hosts: z.array(HostSchema).optional(),
+    gateways: z.array(requiredString()).optional(),
+    http: z.array(HTTPRouteSchema).optional(),
+    tls: z.array(TLSRouteSchema).optional(),
+    tcp: z.array(TCPRouteSchema).optional(),
+    exportTo: ExportToSchema.optional(),
+  })
+  .superRefine(checkDelegateSpec, whenValid);
 
 /** VirtualServiceSpec is a parsed VirtualService `spec`. */
 export type VirtualServiceSpec = z.infer<typeof VirtualServiceSpecSchema>;

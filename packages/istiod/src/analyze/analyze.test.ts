@@ -94,3 +94,45 @@ spec:
   assert.deepEqual(codes(ms), ['IST0128', 'IST0129']);
   assert.match(formatAnalysisMessage(ms[1]!), /at port number:443$/);
 });
+
+test('IST0101: a delegate that does not exist, has hosts, or is not exported to the root namespace', () => {
+  const yaml = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - {match: [{uri: {prefix: /a}}], delegate: {name: reviews-a, namespace: team}}
+  - {match: [{uri: {prefix: /b}}], delegate: {name: ratings}}
+  - {match: [{uri: {prefix: /c}}], delegate: {name: private, namespace: team}}
+  - {match: [{uri: {prefix: /d}}], delegate: {name: shared, namespace: team}}
+  - route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: private, namespace: team}
+spec:
+  exportTo: ["."]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shared, namespace: team}
+spec:
+  exportTo: [default]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+`;
+  const ms = analyze([bookinfo, { file: 'delegate.yaml', text: yaml }]);
+  assert.deepEqual(ms.map(formatAnalysisMessage), [
+    'Error [IST0101] (VirtualService default/reviews delegate.yaml) Referenced delegate VirtualService not found: "team/reviews-a"',
+    'Error [IST0101] (VirtualService default/reviews delegate.yaml) Referenced delegate VirtualService not found: "default/ratings" (it has hosts, so it is not a delegate)',
+    'Error [IST0101] (VirtualService default/reviews delegate.yaml) Referenced delegate VirtualService not found: "team/private" (its exportTo does not include namespace default)',
+  ]);
+});

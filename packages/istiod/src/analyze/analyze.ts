@@ -41,6 +41,13 @@ const MESH: MeshSettings = {
   network: '',
 };
 
+/** DELEGATE_PROBLEM words why a delegate reference does not resolve (nothing more when it does not exist). */
+const DELEGATE_PROBLEM: Record<'not found' | 'has hosts' | 'not exported', (rootNs: string) => string> = {
+  'not found': () => '',
+  'has hosts': () => ' (it has hosts, so it is not a delegate)',
+  'not exported': (rootNs) => ` (its exportTo does not include namespace ${rootNs})`,
+};
+
 function needsCa(tls: ClientTLSSettings | undefined): boolean {
   if (!tls) return false;
   if (tls.mode !== 'SIMPLE' && tls.mode !== 'MUTUAL') return false;
@@ -52,7 +59,9 @@ function needsCa(tls: ClientTLSSettings | undefined): boolean {
  * (https://istio.io/latest/docs/reference/config/analysis/):
  * - IST0106 SchemaValidationError: a document that does not validate (with its field path);
  * - IST0101 ReferencedResourceNotFound: a VirtualService destination host, host+subset, or gateway that does not
- *   exist among the given Services, ServiceEntries, DestinationRules and Gateways;
+ *   exist among the given Services, ServiceEntries, DestinationRules and Gateways, or an `http[].delegate` that
+ *   names no delegate VirtualService (none by that name, one with hosts, or one not exported to the root's
+ *   namespace: istiod leaves that route out);
  * - IST0109 ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound to `mesh` define the same host;
  * - IST0128 / IST0129 NoServerCertificateVerification{Destination,Port}Level: a DestinationRule with TLS mode SIMPLE
  *   or MUTUAL and no `caCertificates` (nor `credentialName`, nor `insecureSkipVerify`), at the top or port level.
@@ -116,6 +125,16 @@ export function analyze(inputs: readonly AnalysisInput[]): AnalysisMessage[] {
       if (g === 'mesh') continue;
       const key = g.includes('/') ? g : `${ns}/${g}`;
       if (!gateways.has(key)) notFound('VirtualService', vs, `Referenced gateway not found: "${g}"`);
+    }
+    for (const d of (vs.spec.http ?? []).flatMap((r) => (r.delegate ? [r.delegate] : []))) {
+      const dns = d.namespace ?? ns;
+      const found = push.delegateVirtualService(d.name, dns, ns);
+      if ('problem' in found)
+        notFound(
+          'VirtualService',
+          vs,
+          `Referenced delegate VirtualService not found: "${dns}/${d.name}"${DELEGATE_PROBLEM[found.problem](ns)}`,
+        );
     }
     const routes = [
       ...(vs.spec.http ?? []).flatMap((r) => [...(r.route ?? []), ...(r.mirror ? [{ destination: r.mirror }] : [])]),

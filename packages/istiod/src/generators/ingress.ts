@@ -6,6 +6,7 @@ import type { PushContext } from '../push-context.js';
 import { buildRbacFilters, policiesForWorkload } from './authz.js';
 import { generateOutboundClusters } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
+import { CORS_FILTER } from './cors.js';
 import { generateEndpoints } from './eds.js';
 import { pathNormalizationFields } from './inbound.js';
 import {
@@ -154,7 +155,7 @@ function hcm(port: number, routeName: string, rbac: readonly object[], normaliza
       '@type': HCM_TYPE,
       stat_prefix: `outbound_0.0.0.0_${port}`,
       rds: { route_config_name: routeName, config_source: ADS_SOURCE },
-      http_filters: [...rbac, FAULT, ROUTER],
+      http_filters: [...rbac, FAULT, CORS_FILTER, ROUTER],
       upgrade_configs: [WEBSOCKET_UPGRADE],
       use_remote_address: { value: true },
       ...normalization,

@@ -2,6 +2,7 @@ import { TypeUrl } from '@fedmesh/api/xds';
 import type { ProxyModel } from '../model/proxy.js';
 import type { PushContext } from '../push-context.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
+import { CORS_FILTER } from './cors.js';
 import { generateInboundListener, INBOUND_LISTENER_PORT } from './inbound.js';
 import { OUTBOUND_ROUTE_NAME } from './rds.js';
 import { WEBSOCKET_UPGRADE } from './upstream-protocol.js';
@@ -26,7 +27,7 @@ const HCM_TYPE =
 /**
  * generateListeners is the LDS generator for a sidecar in explicit mode:
  * - `virtualOutbound` on `<ip>:15001`: an HTTP connection manager over the `outbound` RouteConfiguration (RDS),
- *   with the fault and router filters;
+ *   with the fault, CORS and router filters (Istio's order);
  * - `virtualInbound` on `<ip>:15006` (inbound.ts): per inbound port an mTLS filter chain chosen by the SNI peers
  *   send, and a plaintext chain for PERMISSIVE/DISABLE ports, each with the workload's RBAC filters and path
  *   normalization, forwarding to `inbound|<port>||` with `x-forwarded-client-cert` set from the verified peer,
@@ -51,7 +52,7 @@ export function generateListeners(push: PushContext, proxy: ProxyModel, warnings
                 '@type': HCM_TYPE,
                 stat_prefix: `outbound_${proxy.ip}_${OUTBOUND_PORT}`,
                 rds: { route_config_name: OUTBOUND_ROUTE_NAME, config_source: ADS_SOURCE },
-                http_filters: [FAULT, ROUTER],
+                http_filters: [FAULT, CORS_FILTER, ROUTER],
                 upgrade_configs: [WEBSOCKET_UPGRADE],
               },
             },

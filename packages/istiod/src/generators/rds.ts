@@ -13,6 +13,8 @@ import { isHttpProtocol, type MeshService, type ServicePort } from '../model/ser
 import { gatewayKey, type PushContext } from '../push-context.js';
 import { effectivePolicy } from './cds.js';
 import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { CORS_FILTER_NAME, corsPolicyConfig } from './cors.js';
+import { effectiveHttpRoutes } from './delegate.js';
 import { hashPolicy } from './traffic-policy.js';
 
 /** OUTBOUND_ROUTE_NAME is the RouteConfiguration the explicit outbound listener (15001) uses. */
@@ -322,15 +324,15 @@ function translateRoute(
       }));
     route.route = action;
   }
+  const perFilter: Record<string, object> = {};
   if (r.fault) {
     const fault = faultConfig(r.fault);
     if (fault.delayLeftOut || fault.abortLeftOut)
       warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
-    route.typed_per_filter_config = { [FAULT_FILTER_NAME]: fault.config };
+    perFilter[FAULT_FILTER_NAME] = fault.config;
   }
-  if (r.corsPolicy) warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: corsPolicy not yet supported; ignored`);
-  if (r.delegate)
-    warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: delegate not yet supported for sidecars; route left out`);
+  if (r.corsPolicy) perFilter[CORS_FILTER_NAME] = corsPolicyConfig(r.corsPolicy);
+  if (Object.keys(perFilter).length > 0) route.typed_per_filter_config = perFilter;
   if (req.add.length > 0) route.request_headers_to_add = req.add;
   if (req.remove.length > 0) route.request_headers_to_remove = req.remove;
   if (resp.add.length > 0) route.response_headers_to_add = resp.add;
@@ -356,11 +358,12 @@ export interface AppliedMatch {
  * appliedMatches lists the matches of the VirtualService's `http[i]` route `r` that apply to `proxy` on `port`, in
  * order (a route without `match` has one, undefined): a match that names another port, other source labels or
  * source namespace, or `gateways` none of which is `gateway` (short names resolved in `vsNs`) is skipped. Each
- * becomes its own Envoy route, as in Istio's `BuildHTTPRoutesForVirtualService`.
+ * becomes its own Envoy route, as in Istio's `BuildHTTPRoutesForVirtualService`. `i` is the route's index, or
+ * for a route merged from a delegate `<i>.<k>` (see `delegate.ts`).
  */
 export function appliedMatches(
   r: HTTPRoute,
-  i: number,
+  i: number | string,
   proxy: ProxyModel,
   port: number,
   vsNs: string,
@@ -379,7 +382,8 @@ export function appliedMatches(
  * virtualServiceRoutes translates a VirtualService's `http` routes for one service port as seen by one proxy
  * (Istio's `BuildHTTPRoutesForVirtualService`): each `match` becomes its own Envoy route in order; matches that
  * name another port, other source labels or namespace, or `gateways` other than `gateway` are skipped for this
- * proxy. `gateway` is `mesh` for sidecars, or the `<namespace>/<name>` of the Gateway an ingress route serves.
+ * proxy. A `delegate` route is replaced by the delegate VirtualService's routes merged under it (`delegate.ts`).
+ * `gateway` is `mesh` for sidecars, or the `<namespace>/<name>` of the Gateway an ingress route serves.
  */
 export function virtualServiceRoutes(
   push: PushContext,
@@ -390,16 +394,9 @@ export function virtualServiceRoutes(
   gateway = 'mesh',
 ): object[] {
   const out: object[] = [];
-  (vs.spec.http ?? []).forEach((r, i) => {
-    if (r.delegate) {
-      warnings.push(
-        `${vs.metadata.name}.${namespaceOf(vs)} http[${i}]: delegate not yet supported for sidecars; route left out`,
-      );
-      return;
-    }
-    for (const { match, idx } of appliedMatches(r, i, proxy, port, namespaceOf(vs), gateway))
+  for (const { route: r, index } of effectiveHttpRoutes(push, vs, warnings))
+    for (const { match, idx } of appliedMatches(r, index, proxy, port, namespaceOf(vs), gateway))
       out.push(translateRoute(push, proxy, vs, r, match, port, idx, warnings));
-  });
   return out;
 }
 

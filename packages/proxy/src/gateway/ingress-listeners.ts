@@ -12,6 +12,7 @@ import { DEFAULT_LIMITS, type AcceptedListener, type ListenerLimits } from '../l
 import type { RouteTable } from '../route-table.js';
 import { createUpgradeHandler } from '../websocket/upgrade.js';
 import { hcmOf, type EnvoyFilterChain } from '../xds/envoy-schemas.js';
+import { hasCorsFilter } from '../filters/cors.js';
 import { matchFilterChain } from './gateway-schema.js';
 import { downstreamSdsNames, type IngressSecret } from './ingress-schema.js';
 import { peekClientHello } from './peek.js';
@@ -196,6 +197,7 @@ export class IngressListenerManager {
       direction: 'outbound', // a gateway reports as the source (Istio's gateway metrics: reporter=source)
       routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
       forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
+      corsFilter: hasCorsFilter(hcm),
       peerOf: () => undefined,
       guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
     };

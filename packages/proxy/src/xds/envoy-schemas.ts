@@ -13,6 +13,7 @@ import {
   NETWORK_RBAC_FILTER_NAME,
   type EnvoyNetworkRbacConfig,
 } from './rbac-schemas.js';
+import { CORS_FILTER_NAME, checkCorsFilterOrder, createCorsSchemas } from './cors-schemas.js';
 
 const u32 = z.number().int().min(0).max(0xffffffff);
 const wrappedU32 = z.strictObject({ value: u32.optional() });
@@ -232,6 +233,9 @@ export const HttpFaultSchema = z.strictObject({
     .optional(),
 });
 
+/** CorsSchemas are Envoy's CORS filter entry and per-route `CorsPolicy` (`cors-schemas.ts`). */
+const corsSchemas = createCorsSchemas(StringMatcherSchema, fractionalPercent);
+
 const routeSchema = z.strictObject({
   name: z.string().optional(),
   match: routeMatch,
@@ -247,7 +251,12 @@ const routeSchema = z.strictObject({
   request_headers_to_remove: z.array(z.string()).optional(),
   response_headers_to_add: z.array(headerValueOption).optional(),
   response_headers_to_remove: z.array(z.string()).optional(),
-  typed_per_filter_config: z.strictObject({ 'envoy.filters.http.fault': HttpFaultSchema.optional() }).optional(),
+  typed_per_filter_config: z
+    .strictObject({
+      'envoy.filters.http.fault': HttpFaultSchema.optional(),
+      [CORS_FILTER_NAME]: corsSchemas.policy.optional(),
+    })
+    .optional(),
   decorator: z.strictObject({ operation: z.string() }).optional(),
   metadata: z.unknown().optional(),
 });
@@ -350,9 +359,10 @@ export const HttpConnectionManagerSchema = z
     rds: z.strictObject({ route_config_name: z.string().min(1), config_source: configSource }).optional(),
     route_config: RouteConfigurationSchema.optional(),
     http_filters: z
-      .array(z.discriminatedUnion('name', [faultFilter, RbacFilterSchema, routerFilter]))
+      .array(z.discriminatedUnion('name', [faultFilter, corsSchemas.filter, RbacFilterSchema, routerFilter]))
       .min(1)
-      .refine((f) => f[f.length - 1]?.name === 'envoy.filters.http.router', 'the router must be the last HTTP filter'),
+      .refine((f) => f[f.length - 1]?.name === 'envoy.filters.http.router', 'the router must be the last HTTP filter')
+      .superRefine(checkCorsFilterOrder),
     forward_client_cert_details: z
       .enum(['SANITIZE', 'FORWARD_ONLY', 'APPEND_FORWARD', 'SANITIZE_SET', 'ALWAYS_FORWARD_ONLY'])
       .optional(),
@@ -399,16 +409,6 @@ export const HttpConnectionManagerSchema = z
 /** EnvoyHttpConnectionManager is a decoded HttpConnectionManager. */
 export type EnvoyHttpConnectionManager = z.infer<typeof HttpConnectionManagerSchema>;
 
-const filterChain = z.strictObject({
-  name: z.string().optional(),
-  filter_chain_match: z
-    .strictObject({
-      destination_port: wrappedU32.optional(),
-      transport_protocol: z.enum(['tls', 'raw_buffer']).optional(),
-      server_names: z.array(z.string()).optional(),
-    })
-    .optional(),
-  // One terminal network filter, last: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough
 /**
  * CidrRangeSchema is `config.core.v3.CidrRange` (`address_prefix`, `prefix_len`) as filter chains match a
  * destination with it (`filter_chain_match.prefix_ranges`): an IPv4 or IPv6 address and a prefix length the family
@@ -426,14 +426,24 @@ export const CidrRangeSchema = z
 /** EnvoyCidrRange is a decoded CidrRange. */
 export type EnvoyCidrRange = z.infer<typeof CidrRangeSchema>;
 
-  // by SNI), which network RBAC filters may precede (AuthorizationPolicy on TCP, docs/adr/0017).
-  filters: z
+const filterChain = z.strictObject({
+  name: z.string().optional(),
   // The criteria the proxy matches, in Envoy's order (filter-chain-match.ts); the others (application_protocols,
   // source_*, direct_source_prefix_ranges) are refused by the strict object rather than ignored.
+  filter_chain_match: z
+    .strictObject({
+      destination_port: wrappedU32.optional(),
+      prefix_ranges: z.array(CidrRangeSchema).optional(),
+      transport_protocol: z.enum(['tls', 'raw_buffer']).optional(),
+      server_names: z.array(z.string()).optional(),
+    })
+    .optional(),
+  // One terminal network filter, last: an HTTP connection manager, or a tcp_proxy (TCP services, TLS passthrough
+  // by SNI), which network RBAC filters may precede (AuthorizationPolicy on TCP, docs/adr/0017).
+  filters: z
     .array(
       z.discriminatedUnion('name', [
         z.strictObject({
-      prefix_ranges: z.array(CidrRangeSchema).optional(),
           name: z.literal('envoy.filters.network.http_connection_manager'),
           typed_config: HttpConnectionManagerSchema,
         }),
@@ -703,16 +713,6 @@ export const ClusterSchema = z
     message: 'a STATIC cluster needs load_assignment',
     path: ['load_assignment'],
   })
-  .refine((c) => c.ring_hash_lb_config === undefined || c.lb_policy === 'RING_HASH', {
-    message: 'ring_hash_lb_config needs lb_policy RING_HASH',
-    path: ['ring_hash_lb_config'],
-  })
-  .refine((c) => c.maglev_lb_config === undefined || c.lb_policy === 'MAGLEV', {
-    message: 'maglev_lb_config needs lb_policy MAGLEV',
-    path: ['maglev_lb_config'],
-  })
-  .refine((c) => c.least_request_lb_config === undefined || c.lb_policy === 'LEAST_REQUEST', {
-    message: 'least_request_lb_config needs lb_policy LEAST_REQUEST',
   // Envoy: an ORIGINAL_DST cluster takes its hosts from the connection, so it needs lb_policy CLUSTER_PROVIDED and
   // has no assignment; the proxy originates no TLS to an arbitrary original destination, so that is refused too.
   .refine((c) => (c.type === 'ORIGINAL_DST') === (c.lb_policy === 'CLUSTER_PROVIDED'), {
@@ -727,6 +727,16 @@ export const ClusterSchema = z
     message: 'TLS to an ORIGINAL_DST cluster is not implemented',
     path: ['transport_socket'],
   })
+  .refine((c) => c.ring_hash_lb_config === undefined || c.lb_policy === 'RING_HASH', {
+    message: 'ring_hash_lb_config needs lb_policy RING_HASH',
+    path: ['ring_hash_lb_config'],
+  })
+  .refine((c) => c.maglev_lb_config === undefined || c.lb_policy === 'MAGLEV', {
+    message: 'maglev_lb_config needs lb_policy MAGLEV',
+    path: ['maglev_lb_config'],
+  })
+  .refine((c) => c.least_request_lb_config === undefined || c.lb_policy === 'LEAST_REQUEST', {
+    message: 'least_request_lb_config needs lb_policy LEAST_REQUEST',
     path: ['least_request_lb_config'],
   });
 /** EnvoyCluster is a decoded Cluster. */
