@@ -17,6 +17,7 @@ export const HONOURED_FIELDS = [
   'defaultDestinationRuleExportTo',
   'defaultConfig.discoveryAddress',
   'pathNormalization',
+  'outboundTrafficPolicy',
 ] as const;
 
 /**
@@ -24,7 +25,6 @@ export const HONOURED_FIELDS = [
  * a warning naming it. Their types are still checked where given below.
  */
 export const NOT_HONOURED_FIELDS = [
-  'outboundTrafficPolicy',
   'accessLogFile',
   'accessLogEncoding',
   'accessLogFormat',
@@ -151,7 +151,8 @@ export function parseMeshConfig(text: string): MeshConfigParse {
  * certificates on 15012, cluster SANs); `rootNamespace` holds mesh-wide policy; `enableAutoMtls: false` turns off
  * auto mTLS (only DestinationRule `ISTIO_MUTUAL` then originates mTLS); the three `default*ExportTo` apply to objects
  * with no `exportTo` of their own; `defaultConfig.discoveryAddress` is the istiod address VM bootstrap bundles name;
- * `pathNormalization.normalization` (`DEFAULT` = `BASE`).
+ * `pathNormalization.normalization` (`DEFAULT` = `BASE`); `outboundTrafficPolicy.mode` (capture-mode sidecars' traffic
+ * to unknown destinations: PassthroughCluster or BlackHoleCluster).
  */
 export function meshSettingsFrom(base: MeshSettings, config: MeshConfig): MeshSettings {
   const out: MeshSettings = { ...base };
@@ -166,6 +167,7 @@ export function meshSettingsFrom(base: MeshSettings, config: MeshConfig): MeshSe
     out.defaultDestinationRuleExportTo = config.defaultDestinationRuleExportTo;
   const n = config.pathNormalization?.normalization;
   if (n !== undefined) out.pathNormalization = n === 'DEFAULT' ? 'BASE' : n;
+  if (config.outboundTrafficPolicy !== undefined) out.outboundTrafficPolicy = config.outboundTrafficPolicy.mode;
   const dc = config.defaultConfig;
   if (dc?.discoveryAddress !== undefined) out.defaultConfig = { discoveryAddress: dc.discoveryAddress };
   return out;

@@ -228,6 +228,7 @@ describe('a listener behind original_dst picks tcp_proxy chains by the original 
   let passthroughPort = 0;
   let vipAppPort = 0;
   let tlsAppPort = 0;
+  let greeterPort = 0;
 
   async function serve(server: net.Server, host = '127.0.0.1'): Promise<number> {
     servers.push(server);
@@ -259,6 +260,8 @@ describe('a listener behind original_dst picks tcp_proxy chains by the original 
   before(async () => {
     passthroughPort = await serve(echo('passthrough'));
     vipAppPort = await serve(echo('vip-app'));
+    // A server-first protocol (MySQL, SMTP): the server greets, the client says nothing until then.
+    greeterPort = await serve(net.createServer((s) => s.end('220 greeter ready\r\n')));
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');
     execFileSync(
@@ -308,6 +311,7 @@ describe('a listener behind original_dst picks tcp_proxy chains by the original 
       new Map([
         ['outbound|9000||vip-app', staticCluster('outbound|9000||vip-app', vipAppPort)],
         ['outbound|8443||api.test', staticCluster('outbound|8443||api.test', tlsAppPort)],
+        ['outbound|3306||greeter', staticCluster('outbound|3306||greeter', greeterPort)],
         ['BlackHoleCluster', staticCluster('BlackHoleCluster')],
         ['PassthroughCluster', passthrough.value],
       ]),
@@ -322,6 +326,11 @@ describe('a listener behind original_dst picks tcp_proxy chains by the original 
           name: '10.96.0.10_9000',
           filter_chain_match: { destination_port: { value: 9000 }, prefix_ranges: [range('10.96.0.10', 32)] },
           filters: [tcpProxy('outbound|9000||vip-app')],
+        },
+        {
+          name: '10.96.0.40_3306',
+          filter_chain_match: { destination_port: { value: 3306 }, prefix_ranges: [range('10.96.0.40', 32)] },
+          filters: [tcpProxy('outbound|3306||greeter')],
         },
         {
           name: '0.0.0.0_8443',
@@ -381,6 +390,21 @@ describe('a listener behind original_dst picks tcp_proxy chains by the original 
       s.on('error', reject);
     });
     assert.equal(got, 'tls-app|api.test');
+  });
+
+  it('a server-first protocol is not held by the tls_inspector when its destination needs no inspection', async () => {
+    nextDestination = ip4('10.96.0.40', 3306);
+    const start = Date.now();
+    const greeting = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: listenPort }); // writes nothing
+      let got = '';
+      s.on('data', (c: Buffer) => (got += c.toString()));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+    });
+    assert.equal(greeting, '220 greeter ready\r\n');
+    // The inspector would have waited its 10 s handshake timeout and closed the connection without a byte.
+    assert.ok(Date.now() - start < 9_000, `greeted after ${Date.now() - start} ms`);
   });
 
   it('a chain whose cluster has no host closes the connection (BlackHoleCluster)', async () => {

@@ -131,6 +131,25 @@ function ipv4Network(address: string, len: number): string {
   return `${[24, 16, 8, 0].map((s) => (masked >>> s) & 255).join('.')}/${len}`;
 }
 
+/**
+ * needsInspection tells whether a connection's filter chain depends on what a `tls_inspector` reads (the SNI, TLS or
+ * not): true when a chain left after the destination port and address levels matches on `server_names` or
+ * `transport_protocol`, or terminates TLS. When false the chain can be chosen at once, so a server-first protocol
+ * (the server speaks before the client: MySQL, SMTP) is not held waiting for a first client byte that never comes;
+ * Istio gets the same by disabling its `tls_inspector` for such destination ports (`filter_disabled`).
+ */
+export function needsInspection<T extends { chain: EnvoyFilterChain }>(
+  chains: readonly T[],
+  facts: Pick<FilterChainFacts, 'destinationPort' | 'destinationIp'>,
+): boolean {
+  let level: T[] = byPort(chains, facts.destinationPort);
+  if (level.length > 0) level = byPrefix(level, facts.destinationIp);
+  return level.some((c) => {
+    const m = c.chain.filter_chain_match;
+    return (m?.server_names?.length ?? 0) > 0 || m?.transport_protocol !== undefined || c.chain.transport_socket;
+  });
+}
+
 function matchKeys(chain: EnvoyFilterChain): string[] {
   const m = chain.filter_chain_match;
   const port = String(portOf(chain) ?? '*');

@@ -12,7 +12,7 @@ import { hasCorsFilter } from './filters/cors.js';
 import type { TlsMaterial } from './secrets.js';
 import type { SocketAddress } from './capture/original-dst.js';
 import { destinationOf, restoreDestination, usesOriginalDst } from './capture/listener-destination.js';
-import { findFilterChain, type FilterChainFacts } from './filter-chain-match.js';
+import { findFilterChain, needsInspection, type FilterChainFacts } from './filter-chain-match.js';
 import {
   hcmOf,
   tcpProxyOf,
@@ -397,7 +397,10 @@ export class ListenerManager {
    */
   private onInspectedConnection(entry: ActiveListener, sock: net.Socket): void {
     this.track(entry, sock);
-    this.restore(entry, sock); // original_dst runs before tls_inspector, as Istio orders them
+    const dst = this.restore(entry, sock); // original_dst runs before tls_inspector, as Istio orders them
+    const where = { destinationPort: dst?.port ?? sock.localPort, destinationIp: dst?.address ?? sock.localAddress };
+    // Chains this destination reaches that ignore SNI and transport need no first byte (server-first protocols).
+    if (!needsInspection(entry.chains, where)) return this.serveRawBuffer(entry, sock);
     void inspectTransport(sock, this.limits.handshakeTimeoutMs).then((transport) => {
       if (transport === undefined) return void sock.destroy();
       if (transport === 'tls') {
@@ -418,17 +421,22 @@ export class ListenerManager {
         entry.tlsServer.emit('connection', sock);
         return;
       }
-      const chain = findFilterChain(entry.chains, this.facts(entry, sock, 'raw_buffer'));
-      if (!chain) {
-        this.deps.log.warn(
-          { listener: entry.name, remote: sock.remoteAddress },
-          'no plaintext filter chain; connection closed',
-        );
-        return void sock.destroy();
-      }
-      if (chain.tcp) return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps);
-      serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
+      this.serveRawBuffer(entry, sock);
     });
+  }
+
+  /** serveRawBuffer serves a plaintext connection of an inspecting listener with its chain, or closes it. */
+  private serveRawBuffer(entry: ActiveListener, sock: net.Socket): void {
+    const chain = findFilterChain(entry.chains, this.facts(entry, sock, 'raw_buffer'));
+    if (!chain) {
+      this.deps.log.warn(
+        { listener: entry.name, remote: sock.remoteAddress },
+        'no plaintext filter chain; connection closed',
+      );
+      return void sock.destroy();
+    }
+    if (chain.tcp) return serveTcpChain(chain.tcp.proxy, sock, Buffer.alloc(0), chain.tcp.deps);
+    serveHttpConnection(chain, sock, this.limits.headersTimeoutMs);
   }
 
   /**

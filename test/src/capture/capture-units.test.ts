@@ -5,22 +5,9 @@
  * one can be made).
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
-import { parseResource } from '@fedmesh/api';
 import { TypeUrl } from '@fedmesh/api/xds';
-import {
-  allocateVips,
-  ConfigStore,
-  createGenerators,
-  KubeObjectsRegistry,
-  loadManifestText,
-  parseIpv4Cidr,
-  parseProxyNode,
-  PushContext,
-  type StoredObject,
-} from '@fedmesh/istiod';
+import { allocateVips, createGenerators, parseIpv4Cidr } from '@fedmesh/istiod';
 import {
   authorityCandidates,
   captureRules,
@@ -35,67 +22,8 @@ import {
   type RequestView,
   type SocketAddress,
 } from '@fedmesh/proxy';
-import { SAMPLES } from '../harness.js';
+import { bookinfoPush, node, pod } from './capture-model.js';
 import { captureUnavailable, sh } from './pod-network.js';
-
-const MESH = {
-  trustDomain: 'cluster.local',
-  domainSuffix: 'cluster.local',
-  rootNamespace: 'istio-system',
-  clusterId: 'Kubernetes',
-  network: '',
-};
-
-function bookinfoPush(serviceCidr: string | undefined, extra: object[] = []): PushContext {
-  const store = new ConfigStore<StoredObject>();
-  const res = loadManifestText(
-    store,
-    fs.readFileSync(path.join(SAMPLES, 'bookinfo.yaml'), 'utf8'),
-    'file:b',
-    true,
-    'b',
-  );
-  assert.deepEqual(
-    res.errors.filter((e) => e.severity === 'error'),
-    [],
-  );
-  store.apply(
-    extra.map((o) => parseResource(o)),
-    'test',
-  );
-  const registry = new KubeObjectsRegistry(store, {
-    cluster: 'Kubernetes',
-    network: '',
-    domainSuffix: 'cluster.local',
-    ...(serviceCidr ? { serviceCidr } : {}),
-  });
-  return new PushContext(1, MESH, store, [registry], '');
-}
-
-function pod(name: string, ip: string, sa: string, labels: Record<string, string>, port?: number): object {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name,
-      namespace: 'default',
-      labels,
-      ownerReferences: [{ kind: 'Deployment', name: name.replace(/-\d+$/, '') }],
-    },
-    spec: {
-      serviceAccountName: sa,
-      containers: [{ name: 'app', image: 'app', ports: port ? [{ containerPort: port }] : [] }],
-    },
-    status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
-  };
-}
-
-function node(pod: string, ip: string, sa: string, labels: Record<string, string>, mode: string) {
-  return parseProxyNode({
-    id: `sidecar~${ip}~${pod}.default~default.svc.cluster.local`,
-    metadata: { NAMESPACE: 'default', SERVICE_ACCOUNT: sa, LABELS: labels, INSTANCE_IPS: ip, INTERCEPTION_MODE: mode },
-  });
-}
 
 describe('service virtual IPs', () => {
   it('every Service without spec.clusterIP gets a stable address from the service CIDR', () => {

@@ -1,11 +1,18 @@
 import { TypeUrl, decodeAny, encodeAny, inboundClusterName } from '@fedmesh/api/xds';
 import type { ResourceEntry } from '@fedmesh/xds';
+import { captureOutboundChains, passthroughClusters, PASSTHROUGH_CLUSTER } from './capture-outbound.js';
 import type { ResourceGenerator } from './index.js';
 
 /** ORIGINAL_DST_LISTENER_FILTER is Envoy's `original_dst` listener filter, as Istio puts it on 15001 and 15006. */
 export const ORIGINAL_DST_LISTENER_FILTER = {
   name: 'envoy.filters.listener.original_dst',
   typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst' },
+};
+
+/** TLS_INSPECTOR_LISTENER_FILTER is Envoy's `tls_inspector`, for chains matched on SNI or transport protocol. */
+export const TLS_INSPECTOR_LISTENER_FILTER = {
+  name: 'envoy.filters.listener.tls_inspector',
+  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' },
 };
 
 /** CAPTURE_BIND_ADDRESS is where a capture-mode sidecar's listeners bind: iptables redirects to every address. */
@@ -68,11 +75,13 @@ function portChain(chain: Obj, port: number): Obj {
 /**
  * captureListener rewrites one sidecar Listener (a plain object) for transparent capture, as Istio's REDIRECT
  * mode has it: `virtualOutbound` and `virtualInbound` bind `0.0.0.0` and carry the `original_dst` listener
- * filter, and `virtualInbound` gets, besides its existing chains, one chain per target port selected by
- * `destination_port` (the port the peer dialled before iptables sent it to 15006). The existing chains stay for
- * explicit-mode peers that dial 15006 themselves. Other listeners are returned unchanged.
+ * filter, and `virtualInbound` gets, besides its existing chains, one chain per HTTP target port selected by
+ * `destination_port` (the port the peer dialled before iptables sent it to 15006; TCP ports have theirs from
+ * inbound.ts). The existing chains stay for explicit-mode peers that dial 15006 themselves. `virtualOutbound`'s
+ * chains become `outboundChains` when given (capture-outbound.ts: by original destination), with a `tls_inspector`
+ * after `original_dst` when a chain matches on SNI or transport protocol. Other listeners are returned unchanged.
  */
-export function captureListener(listener: Obj): Obj {
+export function captureListener(listener: Obj, outboundChains?: readonly Obj[]): Obj {
   const name = listener.name;
   if (name !== 'virtualOutbound' && name !== 'virtualInbound') return listener;
   const address = listener.address as { socket_address?: Obj } | undefined;
@@ -81,6 +90,14 @@ export function captureListener(listener: Obj): Obj {
     address: { ...address, socket_address: { ...address?.socket_address, address: CAPTURE_BIND_ADDRESS } },
     listener_filters: [ORIGINAL_DST_LISTENER_FILTER, ...arr(listener.listener_filters)],
   };
+  if (name === 'virtualOutbound' && outboundChains) {
+    out.filter_chains = [...outboundChains];
+    const inspect = outboundChains.some((c) => {
+      const m = c.filter_chain_match as Obj | undefined;
+      return m?.server_names !== undefined || m?.transport_protocol !== undefined;
+    });
+    if (inspect) out.listener_filters = [ORIGINAL_DST_LISTENER_FILTER, TLS_INSPECTOR_LISTENER_FILTER];
+  }
   if (name === 'virtualInbound') {
     const chains = arr(listener.filter_chains);
     const byPort = chains.flatMap((c) => inboundPortsOfChain(c).map((p) => portChain(c, p)));
@@ -92,21 +109,39 @@ export function captureListener(listener: Obj): Obj {
 }
 
 /**
- * withInterceptionMode returns the generator map with the Listener generator of sidecars whose Node says
- * `INTERCEPTION_MODE: REDIRECT` post-processed by {@link captureListener}; explicit-mode sidecars, gateways and
- * every other type are unchanged. Pure, like the generators it wraps.
+ * withInterceptionMode returns the generator map with the generators of sidecars whose Node says
+ * `INTERCEPTION_MODE: REDIRECT` post-processed: Listeners by {@link captureListener}, `virtualOutbound` getting its
+ * chains by original destination (capture-outbound.ts, from the explicit-mode HTTP chain), and Clusters gaining
+ * `PassthroughCluster` and `BlackHoleCluster`. Explicit-mode sidecars, gateways and every other type are unchanged.
+ * Pure, like the generators it wraps.
  */
 export function withInterceptionMode(gens: ReadonlyMap<string, ResourceGenerator>): Map<string, ResourceGenerator> {
   const out = new Map(gens);
+  const captured = (proxy: Parameters<ResourceGenerator>[1]): boolean =>
+    proxy.type === 'sidecar' && proxy.interceptionMode === 'REDIRECT';
   const lds = gens.get(TypeUrl.Listener);
-  if (!lds) return out;
-  out.set(TypeUrl.Listener, (push, proxy, warnings): ResourceEntry[] => {
-    const entries = lds(push, proxy, warnings);
-    if (proxy.type !== 'sidecar' || proxy.interceptionMode !== 'REDIRECT') return entries;
-    return entries.map((e) => ({
-      name: e.name,
-      resource: encodeAny(TypeUrl.Listener, captureListener(decodeAny(e.resource))),
-    }));
-  });
+  if (lds)
+    out.set(TypeUrl.Listener, (push, proxy, warnings): ResourceEntry[] => {
+      const entries = lds(push, proxy, warnings);
+      if (!captured(proxy)) return entries;
+      return entries.map((e) => {
+        const l = decodeAny(e.resource);
+        const outbound =
+          l.name === 'virtualOutbound'
+            ? captureOutboundChains(push, proxy, arr(l.filter_chains)[0], warnings)
+            : undefined;
+        return { name: e.name, resource: encodeAny(TypeUrl.Listener, captureListener(l, outbound)) };
+      });
+    });
+  const cds = gens.get(TypeUrl.Cluster);
+  if (cds)
+    out.set(TypeUrl.Cluster, (push, proxy, warnings): ResourceEntry[] => {
+      const entries = cds(push, proxy, warnings);
+      if (!captured(proxy) || entries.some((e) => e.name === PASSTHROUGH_CLUSTER)) return entries;
+      return [
+        ...entries,
+        ...passthroughClusters().map((c) => ({ name: String(c.name), resource: encodeAny(TypeUrl.Cluster, c) })),
+      ];
+    });
   return out;
 }

@@ -12,7 +12,8 @@
  * - every HCM carries the workload's RBAC filters (authz.ts) before the router, Istio's path normalization
  *   (`meshConfig.pathNormalization`) and `strip_trailing_host_dot`;
  * - per TCP/TLS target port, an mTLS chain whose network RBAC filters (the same policies, Istio's TCP rules)
- *   precede a tcp_proxy (tcp-listeners.ts).
+ *   precede a tcp_proxy (tcp-listeners.ts); a REDIRECT (capture-mode) sidecar also gets that port's chains by
+ *   `destination_port`, mTLS and, where PeerAuthentication allows it, plaintext.
  */
 import { TypeUrl, inboundClusterName, mtlsSni } from '@fedmesh/api/xds';
 import type { ProxyModel } from '../model/proxy.js';
@@ -188,7 +189,8 @@ export function generateInboundListener(
   const modeOf = (port: number): MtlsMode => portMtlsMode(mtls, port);
   const tcpRbac = tcpPorts.length > 0 ? buildNetworkRbacFilters(policies, push.mesh.trustDomain) : undefined;
   for (const w of tcpRbac?.warnings ?? []) if (!warnings.includes(w)) warnings.push(w);
-  chains.push(...inboundTcpChains(tcpPorts, modeOf, tcpRbac?.filters ?? [], tlsTransportSocket, warnings));
+  const capture = proxy.interceptionMode === 'REDIRECT'; // chains by destination port too (tcp-listeners.ts)
+  chains.push(...inboundTcpChains(tcpPorts, modeOf, tcpRbac?.filters ?? [], tlsTransportSocket, warnings, capture));
   const vhosts = plaintextVirtualHosts(push, proxy, open, warnings);
   if (vhosts.length > 0)
     chains.push({

@@ -52,7 +52,15 @@ export {
   withInterceptionMode,
   ORIGINAL_DST_LISTENER_FILTER,
   CAPTURE_BIND_ADDRESS,
+  TLS_INSPECTOR_LISTENER_FILTER,
 } from './capture.js';
+export {
+  BLACKHOLE_CLUSTER,
+  captureOutboundChains,
+  PASSTHROUGH_CHAIN,
+  PASSTHROUGH_CLUSTER,
+  passthroughClusters,
+} from './capture-outbound.js';
 export {
   EAST_WEST_PORT,
   generateGatewayClusters,

@@ -41,7 +41,8 @@ export function tcpProxyFilter(cluster: string): object {
   };
 }
 
-function isTlsProtocol(p: ServicePort['protocol']): boolean {
+/** isTlsProtocol tells the ports whose connections are passed through by SNI (Istio's TLS and HTTPS). */
+export function isTlsProtocol(p: ServicePort['protocol']): boolean {
   return p === 'TLS' || p === 'HTTPS';
 }
 
@@ -88,6 +89,55 @@ interface PortPlan {
   tcp: { cluster: string; owner: string } | undefined;
 }
 
+/**
+ * tlsPortRoutes returns where a TLS service port's connections go by SNI, as Istio's outbound TLS chains have it: the
+ * VirtualService `tls` routes whose match applies to the proxy (`sniHosts` → destination cluster), else the service's
+ * own hostname to `outbound|<port>||<host>`. `routed` tells whether a VirtualService decided. Pure.
+ */
+export function tlsPortRoutes(
+  push: PushContext,
+  proxy: ProxyModel,
+  svc: MeshService,
+  port: ServicePort,
+  warnings: string[],
+): { routes: { names: string[]; cluster: string }[]; routed: boolean } {
+  const vs = push.virtualServiceFor(svc.hostname, proxy.namespace);
+  const where = `${svc.hostname}:${port.port}`;
+  const routes: { names: string[]; cluster: string }[] = [];
+  (vs?.spec.tls ?? []).forEach((r, i) => {
+    if (!vs) return;
+    const cluster = destinationClusterOf(push, vs, r.route ?? [], port.port, `${where} tls[${i}]`, warnings);
+    if (!cluster) return;
+    for (const m of r.match) if (l4MatchApplies(m, proxy, port.port)) routes.push({ names: m.sniHosts, cluster });
+  });
+  if (routes.length > 0) return { routes, routed: true };
+  return {
+    routes: [{ names: [svc.hostname], cluster: outboundClusterName(port.port, '', svc.hostname) }],
+    routed: false,
+  };
+}
+
+/**
+ * tcpPortCluster returns the cluster a TCP service port's connections go to: the first VirtualService `tcp` route
+ * whose match applies to the proxy, else `outbound|<port>||<host>`. Pure.
+ */
+export function tcpPortCluster(
+  push: PushContext,
+  proxy: ProxyModel,
+  svc: MeshService,
+  port: ServicePort,
+  warnings: string[],
+): string {
+  const vs = push.virtualServiceFor(svc.hostname, proxy.namespace);
+  const own = outboundClusterName(port.port, '', svc.hostname);
+  for (const [i, r] of (vs?.spec.tcp ?? []).entries()) {
+    if (!vs || !(r.match ?? [undefined]).some((m) => l4MatchApplies(m, proxy, port.port))) continue;
+    const where = `${svc.hostname}:${port.port} tcp[${i}]`;
+    return destinationClusterOf(push, vs, r.route ?? [], port.port, where, warnings) ?? own;
+  }
+  return own;
+}
+
 function planService(
   push: PushContext,
   proxy: ProxyModel,
@@ -96,30 +146,12 @@ function planService(
   plan: PortPlan,
   warnings: string[],
 ): void {
-  const vs = push.virtualServiceFor(svc.hostname, proxy.namespace);
-  const where = `${svc.hostname}:${port.port}`;
-  const own = outboundClusterName(port.port, '', svc.hostname);
   if (isTlsProtocol(port.protocol)) {
-    let routed = false;
-    (vs?.spec.tls ?? []).forEach((r, i) => {
-      if (!vs) return;
-      const cluster = destinationClusterOf(push, vs, r.route ?? [], port.port, `${where} tls[${i}]`, warnings);
-      if (!cluster) return;
-      for (const m of r.match)
-        if (l4MatchApplies(m, proxy, port.port)) {
-          plan.sni.push({ names: m.sniHosts, cluster });
-          routed = true;
-        }
-    });
-    if (!routed) plan.sni.push({ names: [svc.hostname], cluster: own });
+    plan.sni.push(...tlsPortRoutes(push, proxy, svc, port, warnings).routes);
     return;
   }
-  let cluster = own;
-  for (const [i, r] of (vs?.spec.tcp ?? []).entries()) {
-    if (!vs || !(r.match ?? [undefined]).some((m) => l4MatchApplies(m, proxy, port.port))) continue;
-    cluster = destinationClusterOf(push, vs, r.route ?? [], port.port, `${where} tcp[${i}]`, warnings) ?? own;
-    break;
-  }
+  const cluster = tcpPortCluster(push, proxy, svc, port, warnings);
+  const where = `${svc.hostname}:${port.port}`;
   if (plan.tcp) warnings.push(`${where}: TCP port ${port.port} is already served for ${plan.tcp.owner}; left out`);
   else plan.tcp = { cluster, owner: svc.hostname };
 }
@@ -195,11 +227,14 @@ export function generateTcpListeners(
 }
 
 /**
- * inboundTcpChains builds the inbound mTLS chains of a sidecar's TCP and TLS target ports (see the module comment):
- * per port whose mode is STRICT or PERMISSIVE, a chain matched on the SNIs peers send, with the DownstreamTlsContext
+ * inboundTcpChains builds the inbound chains of a sidecar's TCP and TLS target ports (see the module comment). Per
+ * port whose mode is STRICT or PERMISSIVE, an mTLS chain matched on the SNIs peers send, with the DownstreamTlsContext
  * `tlsContext`, the network RBAC filters `rbacFilters` (the workload's AuthorizationPolicies, in order; empty when
- * none applies) and a tcp_proxy to `inbound|<port>||`. Plaintext TCP cannot be told apart by port on 15006 in
- * explicit mode, so PERMISSIVE accepts mTLS only there and DISABLE leaves the port out (both warned).
+ * none applies) and a tcp_proxy to `inbound|<port>||`. In explicit mode plaintext TCP cannot be told apart by port on
+ * 15006, so PERMISSIVE accepts mTLS only there and DISABLE leaves the port out (both warned). With `capture` (a
+ * REDIRECT sidecar, whose peers' connections keep their destination port), each port also gets chains selected by
+ * `destination_port`, as Istio's inbound chains are: mTLS (`transport_protocol: tls`, no SNI needed) for STRICT and
+ * PERMISSIVE, and plaintext (`raw_buffer`) for PERMISSIVE and DISABLE, both behind the same RBAC filters.
  */
 export function inboundTcpChains(
   ports: readonly [number, { svc: MeshService; port: ServicePort; subsets: string[] }[]][],
@@ -207,30 +242,51 @@ export function inboundTcpChains(
   rbacFilters: readonly object[],
   tlsContext: () => object,
   warnings: string[],
+  capture = false,
 ): object[] {
   if (ports.length === 0) return [];
   const chains: object[] = [];
+  const mtlsContext = (): object => {
+    const ctx = tlsContext() as { typed_config: { common_tls_context: Record<string, unknown> } };
+    ctx.typed_config.common_tls_context.alpn_protocols = [...ALPN_IN_MESH_TCP];
+    return ctx;
+  };
   for (const [targetPort, refs] of ports) {
     const mode = modeOf(targetPort);
-    if (mode === 'DISABLE') {
+    const cluster = inboundClusterName(targetPort);
+    const filters = [...rbacFilters, tcpProxyFilter(cluster)];
+    if (capture) {
+      const destination_port = { value: targetPort };
+      if (mode !== 'DISABLE')
+        chains.push({
+          name: `${cluster}@mtls`,
+          filter_chain_match: { destination_port, transport_protocol: 'tls' },
+          transport_socket: mtlsContext(),
+          filters,
+        });
+      if (mode !== 'STRICT')
+        chains.push({
+          name: `${cluster}@plaintext`,
+          filter_chain_match: { destination_port, transport_protocol: 'raw_buffer' },
+          filters,
+        });
+    } else if (mode === 'DISABLE') {
       warnings.push(
         `virtualInbound: TCP port ${targetPort} with mTLS DISABLE is not reachable in explicit mode; left out`,
       );
       continue;
-    }
-    if (mode === 'PERMISSIVE')
+    } else if (mode === 'PERMISSIVE')
       warnings.push(`virtualInbound: TCP port ${targetPort} is PERMISSIVE; explicit mode accepts only mTLS there`);
-    const cluster = inboundClusterName(targetPort);
+    if (mode === 'DISABLE') continue;
+    // The SNI chain serves explicit-mode peers, which dial 15006 itself (in capture mode too).
     const serverNames = [
       ...new Set(refs.flatMap((r) => ['', ...r.subsets].map((s) => mtlsSni(r.port.port, s, r.svc.hostname)))),
     ].sort();
-    const ctx = tlsContext() as { typed_config: { common_tls_context: Record<string, unknown> } };
-    ctx.typed_config.common_tls_context.alpn_protocols = [...ALPN_IN_MESH_TCP];
     chains.push({
       name: cluster,
       filter_chain_match: { transport_protocol: 'tls', server_names: serverNames },
-      transport_socket: ctx,
-      filters: [...rbacFilters, tcpProxyFilter(cluster)],
+      transport_socket: mtlsContext(),
+      filters,
     });
   }
   return chains;
