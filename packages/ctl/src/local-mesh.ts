@@ -72,12 +72,11 @@ export const CLI_ENTRY = path.join(here, 'main.js');
 /** PROXY_ENTRY is the sidecar's lean entry: `proxy-main.js proxy …` takes the arguments of `fedmesh proxy`. */
 export const PROXY_ENTRY = path.join(here, 'proxy-main.js');
 /**
- * PROXY_NODE_FLAGS are the V8 flags sidecars run with: an 8 MB young-generation semi-space instead of V8's 16 MB.
- * A scavenge copies what is alive, and under load that is every in-flight request, so its cost per request falls
- * with the nursery's size: at 2 MB, scavenges took about 20% of a loaded proxy's CPU (perf), at 8 MB about a
- * quarter of that, for roughly 20 MB more resident memory than 2 MB under load (docs/adr/0016).
+ * PROXY_NODE_FLAGS are the V8 flags sidecars run with: a 2 MB young-generation semi-space instead of V8's 16 MB,
+ * which keeps mostly empty nursery out of every proxy's resident set. Scavenges then cost about 20% of a loaded
+ * proxy's CPU (perf); 8 MB did not win consistently in full bench runs and costs ~20 MB (docs/adr/0016).
  */
-export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
+export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
 function portFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
