@@ -375,7 +375,9 @@ export class ListenerManager {
       allowHalfOpen: entry.halfOpen, // tcp_proxy chains pass half-closes on
       // ALPN per filter chain (as chosen by destination and SNI): h2 or http/1.1 as it offers them (http2/dispatch.ts).
       ALPNCallback: function (this: tls.TLSSocket, { servername, protocols }) {
-        return selectAlpn(findFilterChain(entry.chains, self.facts(entry, this, 'tls', servername))?.alpn, protocols);
+        // Node passes `servername: false` when the ClientHello has no SNI.
+        const sni = typeof servername === 'string' && servername !== '' ? servername : undefined;
+        return selectAlpn(findFilterChain(entry.chains, self.facts(entry, this, 'tls', sni))?.alpn, protocols);
       },
     });
     server.on('secureConnection', (sock: tls.TLSSocket) => this.onTlsConnection(entry, sock));
