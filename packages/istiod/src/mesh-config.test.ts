@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import { ClusterType } from '@fedmesh/proxy';
 import { loadManifestText } from './config/file-source.js';
 import { ConfigStore, type StoredObject } from './config/store.js';
-import { generateClusters } from './generators/index.js';
+import { captureOutboundChains, generateClusters } from './generators/index.js';
 import { Istiod } from './istiod.js';
 import { startFakeApiServer, type FakeObject } from './kube/testing/index.js';
 import { meshSettingsFrom, parseMeshConfig } from './mesh-config.js';
@@ -126,6 +126,20 @@ describe('parseMeshConfig', () => {
 });
 
 describe('mesh config in generated config', () => {
+  it('outboundTrafficPolicy picks where a capture-mode sidecar sends unknown destinations', () => {
+    const sleep = parseProxyNode({
+      id: 'sidecar~127.0.9.2~sleep-0.default~default.svc.cluster.local',
+      metadata: { NAMESPACE: 'default', SERVICE_ACCOUNT: 'sleep', INTERCEPTION_MODE: 'REDIRECT' },
+    });
+    const catchAll = (mesh: string): unknown => {
+      const chains = captureOutboundChains(bookinfoPush(mesh), sleep, undefined, []);
+      return (chains.at(-1)?.filters as { typed_config: { cluster: string } }[] | undefined)?.[0]?.typed_config.cluster;
+    };
+    assert.equal(catchAll(''), 'PassthroughCluster');
+    assert.equal(catchAll('outboundTrafficPolicy: {mode: ALLOW_ANY}'), 'PassthroughCluster');
+    assert.equal(catchAll('outboundTrafficPolicy: {mode: REGISTRY_ONLY}'), 'BlackHoleCluster');
+  });
+
   it('enableAutoMtls: false leaves plaintext to sidecars without a DestinationRule', () => {
     assert.deepEqual(reviewsSans(bookinfoPush('')), ['spiffe://cluster.local/ns/default/sa/bookinfo-reviews']);
     assert.equal(reviewsSans(bookinfoPush('enableAutoMtls: false')), undefined);
