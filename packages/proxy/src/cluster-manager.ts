@@ -233,9 +233,17 @@ export class ClusterManager {
     this.refreshEndpoints();
   }
 
-  /** setTls installs new certificate material; every mTLS pool is rebuilt (open sockets finish on the old pool). */
+  /**
+   * setTls installs certificate material. When it differs from the installed material (certificate chain, key,
+   * trust bundle, trust domain or SPIFFE ID), every mTLS pool is rebuilt (open sockets finish on the old pool);
+   * the same material again (a CDS or SDS push that did not rotate anything) keeps the pools and their keep-alive
+   * and HTTP/2 connections. A cluster's own TLS settings (SNI, SANs, ALPN) are part of its config: a change there
+   * rebuilds that cluster in {@link ClusterManager.setClusters}, as Envoy replaces a cluster whose config changed.
+   */
   setTls(tls: TlsMaterial): void {
+    const prev = this.tls;
     this.tls = tls;
+    if (prev && sameTlsMaterial(prev, tls)) return;
     for (const c of this.clusters.values()) {
       if (!c.mtls) continue;
       const old = c.agent;
@@ -498,4 +506,15 @@ export function checkPeerSan(
   } catch (err) {
     return err instanceof Error ? err : new PkiError('PEER_MALFORMED', 'peer certificate refused');
   }
+}
+
+/** sameTlsMaterial says whether two {@link TlsMaterial}s would make the same upstream TLS connections. */
+function sameTlsMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
+  return (
+    a.certChainPem === b.certChainPem &&
+    a.keyPem === b.keyPem &&
+    a.trustBundlePem === b.trustBundlePem &&
+    a.trustDomain === b.trustDomain &&
+    a.spiffeId === b.spiffeId
+  );
 }
