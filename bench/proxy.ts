@@ -1,12 +1,15 @@
-// proxy: our sidecar pair against an nginx pair, on loopback, in one run (issue 5 item 7). Three paths to the
-// same app (nginx answering 200 with a small JSON body):
+// proxy: our sidecar pair against an nginx pair and a naive Node pair, on loopback, in one run (issue 5 item 7).
+// Four paths to the same app (nginx answering 200 with a small JSON body):
 //   (a) direct:  client → app
 //   (b) fedmesh: client → our sidecar (outbound 15001) → mTLS → our sidecar (inbound 15006) → app
 //   (c) nginx:   client → nginx (outbound) → mTLS (proxy_ssl_certificate, verified) → nginx (inbound) → app
+//   (d) naive:   client → node http proxy → mTLS (same certificates, keep-alive https.Agent) → node https proxy
+//                → app (bench/naive-node-pair.ts: no features, plain node with our proxies' node flags; HTTP/1.1
+//                only), which says how much of the gap to nginx is Node itself and how much fedmesh's features
 // For each: max rps (wrk, 1 thread, --connections), the latency at a fixed --rate from an open-loop generator that
 // corrects coordinated omission (bench/proxy-loadgen.ts, hdr-histogram-js), the proxies' CPU time per request and
 // their RSS. Load generators run on CPU 1 (taskset -c 1); proxies, the app and istiod on CPU 0. Ratios are printed
-// against nginx and against the issue's targets. Run after `pnpm build` (needs nginx, wrk and taskset):
+// against nginx, against the naive Node pair and against the issue's targets. Run after `pnpm build` (needs nginx, wrk and taskset):
 //   node --import tsx bench/proxy.ts [--seconds 10] [--latency-seconds 15] [--rate 1000] [--connections 64]
 //     [--rounds 1] [--access-log on|off] [--proxy-node-flags="--max-semi-space-size=1 …"] [--cpu-prof DIR]
 // --proxy-node-flags restarts our two sidecars with those node flags instead of the local mesh's own
@@ -16,7 +19,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { meshDown, meshUp, PROXY_NODE_FLAGS, type MeshState } from '../packages/ctl/dist/index.js';
+import type { ChildProcess } from 'node:child_process';
 import type { LoadResult } from './proxy-loadgen.js';
+import { startNaiveProxy } from './naive-node-pair.js';
 import { cpuTicks, maxRps, openLoop, restartProxy, rssKb, run, stopAndWait, type Protocol } from './proxy-tools.js';
 import { summarizeProfile } from './proxy-profile.js';
 import {
@@ -72,9 +77,9 @@ spec:
 `;
 
 interface PathUnderTest {
-  name: 'direct' | 'fedmesh' | 'nginx';
-  /** targets are where the client connects, per protocol it speaks to the first hop. */
-  targets: Record<Protocol, string>;
+  name: 'direct' | 'fedmesh' | 'nginx' | 'naive';
+  /** targets are where the client connects, per protocol it speaks to the first hop (undefined: not spoken). */
+  targets: Record<Protocol, string | undefined>;
   /** proxies are the pids of each proxy of the path (one entry per proxy, each a list of processes). */
   proxies: number[][];
 }
@@ -89,8 +94,7 @@ interface PathResult {
   rssMb: number[];
 }
 
-async function measure(p: PathUnderTest, proto: Protocol): Promise<PathResult> {
-  const target = p.targets[proto];
+async function measure(p: PathUnderTest, target: string, proto: Protocol): Promise<PathResult> {
   await maxRps(proto, target, HOST, 3, connections); // warm-up: pools, JIT, TLS sessions
   const all = p.proxies.flat();
   const before = all.map(cpuTicks);
@@ -143,6 +147,8 @@ interface Bed {
   paths: PathUnderTest[];
   ours: number[];
   flags: string[];
+  /** naive is the naive Node pair's processes (outbound, inbound). */
+  naive: ChildProcess[];
 }
 
 /** startNginxPair starts the app, inbound and outbound nginx on the mesh's /24 (app on the app pod's address). */
@@ -170,6 +176,17 @@ async function startNginxPair(
   return plan;
 }
 
+/** startNaivePair starts the naive Node pair on the mesh's /24 (.5 outbound, .6 inbound) with the nginx certs. */
+async function startNaivePair(dir: string, state: MeshState, app: string, bed: Bed): Promise<string> {
+  const net = state.subnet.replace(/\.0\/24$/, '');
+  const certs = path.join(dir, 'certs');
+  const outbound = `${net}.5:15001`;
+  const inbound = `${net}.6:15006`;
+  bed.naive.push(await startNaiveProxy(dir, bed.flags, 'inbound', inbound, app, certs));
+  bed.naive.push(await startNaiveProxy(dir, bed.flags, 'outbound', outbound, inbound, certs));
+  return outbound;
+}
+
 /** setUp starts the mesh (our pair), the nginx pair and the app, pins everything to CPU 0 and checks each path. */
 async function setUp(dir: string, nginx: NginxInstance[], onState: (s: MeshState) => void, bed: Bed): Promise<void> {
   fs.writeFileSync(path.join(dir, 'app.yaml'), MANIFEST);
@@ -183,6 +200,7 @@ async function setUp(dir: string, nginx: NginxInstance[], onState: (s: MeshState
   process.kill(appPod.pids.app, 'SIGKILL');
   await new Promise((r) => setTimeout(r, 300));
   const plan = await startNginxPair(dir, state, appPod.address, nginx);
+  const naiveOutbound = await startNaivePair(dir, state, plan.app, bed);
   bed.ours = [sleepPod.pids.proxy, appPod.pids.proxy];
   const profDir = args['cpu-prof'] ? path.resolve(args['cpu-prof']) : undefined;
   if (profDir) fs.mkdirSync(profDir, { recursive: true });
@@ -193,7 +211,8 @@ async function setUp(dir: string, nginx: NginxInstance[], onState: (s: MeshState
       await restartProxy(appPod.pids.proxy, [...bed.flags, ...extra], appPod.admin),
     ];
   }
-  for (const pid of [state.istiod.pid, ...bed.ours]) await pin(pid);
+  const naivePids = bed.naive.map((c) => c.pid ?? 0);
+  for (const pid of [state.istiod.pid, ...bed.ours, ...naivePids]) await pin(pid);
   const [app, inbound, outbound] = nginx;
   if (!app || !inbound || !outbound) throw new Error('nginx did not start');
   bed.paths = [
@@ -208,9 +227,10 @@ async function setUp(dir: string, nginx: NginxInstance[], onState: (s: MeshState
       targets: { http1: plan.outbound, h2: plan.outboundH2 },
       proxies: [nginxPids(outbound), nginxPids(inbound)],
     },
+    { name: 'naive', targets: { http1: naiveOutbound, h2: undefined }, proxies: naivePids.map((pid) => [pid]) },
   ];
   for (const p of bed.paths) {
-    const body = await probe(p.targets.http1);
+    const body = await probe(p.targets.http1 ?? '');
     if (!body.includes('"service":"app"')) throw new Error(`${p.name}: unexpected answer ${body}`);
   }
 }
@@ -247,13 +267,13 @@ async function main(): Promise<void> {
   const nginx: NginxInstance[] = [];
   let state: MeshState | undefined;
   const flags = args['proxy-node-flags']?.split(/\s+/).filter(Boolean) ?? [...PROXY_NODE_FLAGS];
-  const bed: Bed = { paths: [], ours: [], flags };
+  const bed: Bed = { paths: [], ours: [], flags, naive: [] };
   try {
     await setUp(dir, nginx, (s) => (state = s), bed);
     const ours = bed.paths.find((p) => p.name === 'fedmesh');
     const h2Refused =
       (await run('sh', ['-c', 'command -v h2load'], 5_000)).code !== 0 ? 'h2load is missing' : undefined;
-    const refusal = h2Refused ?? (ours ? await h2Refusal(ours.targets.h2) : 'no path');
+    const refusal = h2Refused ?? (ours?.targets.h2 ? await h2Refusal(ours.targets.h2) : 'no path');
     const protocols: Protocol[] = refusal === undefined ? ['http1', 'h2'] : ['http1'];
     const load = os.loadavg().map((l) => l.toFixed(2));
     console.log(
@@ -266,7 +286,9 @@ async function main(): Promise<void> {
     for (let r = 0; r < rounds; r++)
       for (const proto of protocols)
         for (const p of bed.paths) {
-          const res = await measure(p, proto);
+          const target = p.targets[proto];
+          if (target === undefined) continue;
+          const res = await measure(p, target, proto);
           const key = `${proto}:${p.name}`;
           results.set(key, [...(results.get(key) ?? []), res]);
           console.log(row(proto, r + 1, p, res));
@@ -276,7 +298,8 @@ async function main(): Promise<void> {
     else
       console.log(
         '\nHTTP/2 is h2c (prior knowledge) from the client to the first proxy; between the proxies our pair speaks ' +
-          'whatever ALPN picks, nginx only HTTP/1.1 (its upstream module has no HTTP/2).',
+          'whatever ALPN picks, nginx only HTTP/1.1 (its upstream module has no HTTP/2); the naive pair is ' +
+          'HTTP/1.1 only and not in the HTTP/2 rows.',
       );
     const profDir = args['cpu-prof'];
     if (profDir) {
@@ -285,6 +308,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const pid of bed.ours) await stopAndWait(pid, 15_000);
+    for (const c of bed.naive) c.kill('SIGKILL');
     for (const n of nginx.reverse()) await stopNginx(n);
     const st: MeshState | undefined = state;
     if (st) await meshDown(st.stateDir, 15_000).catch((err: unknown) => console.error(`mesh down: ${String(err)}`));
@@ -293,30 +317,50 @@ async function main(): Promise<void> {
 }
 
 function report(results: Map<string, PathResult[]>, proto: Protocol): void {
+  const has = (name: string): boolean => (results.get(`${proto}:${name}`) ?? []).length > 0;
   const m = (name: string, f: (r: PathResult) => number): number =>
     median((results.get(`${proto}:${name}`) ?? []).map(f));
   const added = (name: string, q: 'p50' | 'p90' | 'p99'): number =>
     (m(name, (r) => r.latency[q]) - m('direct', (r) => r.latency[q])) / 1000;
   const peak = (name: string): number => Math.max(...(results.get(`${proto}:${name}`) ?? []).flatMap((r) => r.rssMb));
-  const ours = { rps: m('fedmesh', (r) => r.rps), rss: peak('fedmesh'), cpu: m('fedmesh', (r) => r.cpuMsPerKreq) };
-  const ngx = { rps: m('nginx', (r) => r.rps), rss: peak('nginx'), cpu: m('nginx', (r) => r.cpuMsPerKreq) };
+  const of = (name: string): { rps: number; rss: number; cpu: number } => ({
+    rps: m(name, (r) => r.rps),
+    rss: peak(name),
+    cpu: m(name, (r) => r.cpuMsPerKreq),
+  });
+  const ours = of('fedmesh');
+  const ngx = of('nginx');
+  const naive = has('naive') ? of('naive') : undefined;
   const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
+  const x = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
   const direct = m('direct', (r) => r.rps);
   console.log(`\n${proto === 'h2' ? 'HTTP/2 (h2c)' : 'HTTP/1.1'} summary (medians over rounds)`);
   console.log(
-    `  max rps            direct ${direct.toFixed(0)}   fedmesh ${ours.rps.toFixed(0)}   nginx ${ngx.rps.toFixed(0)}`,
+    `  max rps            direct ${direct.toFixed(0)}   fedmesh ${ours.rps.toFixed(0)}   nginx ${ngx.rps.toFixed(0)}` +
+      (naive ? `   naive node ${naive.rps.toFixed(0)}` : ''),
   );
   for (const q of ['p50', 'p90', 'p99'] as const) {
     const a = added('fedmesh', q);
     const b = added('nginx', q);
+    const n = naive ? added('naive', q) : undefined;
     console.log(
-      `  added ${q} (ms)     fedmesh +${a.toFixed(3)}   nginx +${b.toFixed(3)}   ratio ${(a / b).toFixed(2)}x`,
+      `  added ${q} (ms)     fedmesh +${a.toFixed(3)}   nginx +${b.toFixed(3)}   ratio ${x(a, b)}` +
+        (n !== undefined ? `   naive node +${n.toFixed(3)}   fedmesh/naive ${x(a, n)}` : ''),
     );
   }
   console.log(
-    `  proxy CPU/1k req   fedmesh ${ours.cpu.toFixed(1)} ms   nginx ${ngx.cpu.toFixed(1)} ms   ratio ${(ours.cpu / ngx.cpu).toFixed(2)}x`,
+    `  proxy CPU/1k req   fedmesh ${ours.cpu.toFixed(1)} ms   nginx ${ngx.cpu.toFixed(1)} ms   ratio ${x(ours.cpu, ngx.cpu)}` +
+      (naive ? `   naive node ${naive.cpu.toFixed(1)} ms` : ''),
   );
-  console.log(`  peak RSS per proxy fedmesh ${ours.rss.toFixed(1)} MB   nginx ${ngx.rss.toFixed(1)} MB`);
+  console.log(
+    `  peak RSS per proxy fedmesh ${ours.rss.toFixed(1)} MB   nginx ${ngx.rss.toFixed(1)} MB` +
+      (naive ? `   naive node ${naive.rss.toFixed(1)} MB` : ''),
+  );
+  if (naive)
+    console.log(
+      `  against naive node: fedmesh throughput ${x(ours.rps, naive.rps)}, CPU/1k req ${x(ours.cpu, naive.cpu)}; ` +
+        `naive node against nginx: throughput ${x(naive.rps, ngx.rps)}, CPU/1k req ${x(naive.cpu, ngx.cpu)}`,
+    );
   const tp = ours.rps / ngx.rps;
   const p99 = added('fedmesh', 'p99') / added('nginx', 'p99');
   console.log(
