@@ -31,6 +31,8 @@ export interface Recorded {
  */
 export class RecordingBackend {
   readonly requests: Recorded[] = [];
+  /** tunnels are the CONNECT and Upgrade connections being refused (the server no longer tracks them). */
+  private readonly tunnels = new Set<Duplex>();
 
   private constructor(readonly server: http.Server) {}
 
@@ -75,7 +77,11 @@ export class RecordingBackend {
         closed: true,
       });
       sock.on('error', () => undefined);
-      sock.end('HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      b.tunnels.add(sock);
+      sock.once('close', () => b.tunnels.delete(sock));
+      sock.end('HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', () =>
+        sock.destroy(),
+      );
     };
     server.on('connect', refuseTunnel);
     server.on('upgrade', refuseTunnel);
@@ -91,6 +97,7 @@ export class RecordingBackend {
   /** close stops the server and drops its connections. */
   close(): Promise<void> {
     this.server.closeAllConnections();
+    for (const t of this.tunnels) t.destroy();
     return new Promise((r) => this.server.close(() => r()));
   }
 }
