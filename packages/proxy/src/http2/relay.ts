@@ -17,10 +17,12 @@ export function grpcStatusOf(res: UpstreamResponse): string | undefined {
 
 /**
  * relayResponse writes an upstream response downstream: the status and `headers` (already filtered and mutated
- * by the router), the body with back-pressure (`onBytes` counts it), then the upstream trailers, and ends the
- * response. A gRPC Trailers-Only response (status and metadata in the header block that ends the stream) becomes,
- * for an HTTP/2 client, a header block with only `content-type` and trailers holding the rest (status and
- * metadata), since Node's compatibility API cannot end a stream with its header block. Over HTTP/1.1, trailers go out only when the response is chunked (Node drops them otherwise).
+ * by the router), the body with back-pressure (`onBytes` counts it; the upstream is paused while `res.write`
+ * reports a full buffer, until 'drain'), then the upstream trailers, and ends the response. A gRPC Trailers-Only
+ * response (status and metadata in the header block that ends the stream) becomes, for an HTTP/2 client, a header
+ * block with only `content-type` and trailers holding the rest (status and metadata), since Node's compatibility
+ * API cannot end a stream with its header block. Over HTTP/1.1, trailers go out only when the response is chunked
+ * (Node drops them otherwise).
  */
 export function relayResponse(
   res: http.ServerResponse,
@@ -40,8 +42,17 @@ export function relayResponse(
     }
   }
   res.writeHead(status, headers);
-  ures.on('data', (c: Buffer) => onBytes(c.length));
-  ures.pipe(res, { end: false });
+  // A write loop rather than `pipe`: one 'data' listener instead of pipe's listeners on both sides, for the
+  // same back-pressure (pause until 'drain'). A downstream that goes away is handled by the caller, which destroys
+  // the upstream response on the response's 'close' (http-handler.ts), so no further 'data' arrives.
+  const resume = (): void => void ures.resume();
+  ures.on('data', (c: Buffer) => {
+    onBytes(c.length);
+    if (!res.write(c)) {
+      ures.pause();
+      res.once('drain', resume);
+    }
+  });
   ures.once('end', () => {
     const trailers: Record<string, string> = { ...moved };
     for (const [k, v] of Object.entries(ures.trailers)) if (v !== undefined) trailers[k] = v;
