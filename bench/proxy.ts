@@ -12,6 +12,7 @@
 // against nginx, against the naive Node pair and against the issue's targets. Run after `pnpm build` (needs nginx, wrk and taskset):
 //   node --import tsx bench/proxy.ts [--seconds 10] [--latency-seconds 15] [--rate 1000] [--connections 64]
 //     [--rounds 1] [--access-log on|off] [--proxy-node-flags="--max-semi-space-size=1 …"] [--cpu-prof DIR]
+//     [--h2-upgrade-policy DO_NOT_UPGRADE|UPGRADE]
 // --proxy-node-flags restarts our two sidecars with those node flags instead of the local mesh's own
 // (PROXY_NODE_FLAGS); --cpu-prof DIR adds `--cpu-prof` and prints their top frames at the end.
 import fs from 'node:fs';
@@ -47,6 +48,7 @@ const { values: args } = parseArgs({
     'access-log': { type: 'string', default: 'on' },
     'cpu-prof': { type: 'string' },
     'proxy-node-flags': { type: 'string' },
+    'h2-upgrade-policy': { type: 'string' },
   },
 });
 const seconds = Number(args.seconds);
@@ -74,6 +76,18 @@ spec:
     spec:
       serviceAccountName: app
       containers: [{ name: app, image: app, ports: [{ containerPort: 8080 }] }]
+`;
+/** H2_POLICY, when --h2-upgrade-policy is given, is a DestinationRule setting it for the app (DO_NOT_UPGRADE: HTTP/1.1 between our proxies). */
+const H2_POLICY =
+  args['h2-upgrade-policy'] === undefined
+    ? ''
+    : `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: app, namespace: default }
+spec:
+  host: app.default.svc.cluster.local
+  trafficPolicy: { connectionPool: { http: { h2UpgradePolicy: ${args['h2-upgrade-policy']} } } }
 `;
 
 interface PathUnderTest {
@@ -189,7 +203,7 @@ async function startNaivePair(dir: string, state: MeshState, app: string, bed: B
 
 /** setUp starts the mesh (our pair), the nginx pair and the app, pins everything to CPU 0 and checks each path. */
 async function setUp(dir: string, nginx: NginxInstance[], onState: (s: MeshState) => void, bed: Bed): Promise<void> {
-  fs.writeFileSync(path.join(dir, 'app.yaml'), MANIFEST);
+  fs.writeFileSync(path.join(dir, 'app.yaml'), MANIFEST + H2_POLICY);
   if (!accessLog) process.env.FEDMESH_LOG_LEVEL = 'warn';
   const state = await meshUp({ files: [path.join(dir, 'app.yaml')], stateDir: path.join(dir, 'mesh') });
   onState(state);
@@ -280,7 +294,7 @@ async function main(): Promise<void> {
       `bench/proxy: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, load average ` +
         `${load.join(' ')}; max rps with ${connections} requests in flight for ${seconds}s (wrk / h2load); open loop ` +
         `${rate} rps for ${latencySeconds}s; access logs ${accessLog ? 'on' : 'off'}; rounds ${rounds}; our proxies: ` +
-        `node ${flags.join(' ')}`,
+        `node ${flags.join(' ')}${args['h2-upgrade-policy'] ? `; h2UpgradePolicy ${args['h2-upgrade-policy']}` : ''}`,
     );
     const results = new Map<string, PathResult[]>();
     for (let r = 0; r < rounds; r++)
