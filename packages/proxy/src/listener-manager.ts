@@ -1,14 +1,12 @@
-import http from 'node:http';
+import type http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { isPkiError, spiffeUri, verifySpiffePeer } from '@fedmesh/pki';
 import { createHttpHandler, type HttpHandlerContext, type PeerInfo } from './http-handler.js';
-import { CHAIN_GONE, NO_SECURITY, RequestGuard, type HcmSecurity } from './http/request-guard.js';
-import { onClientError } from './http/client-error.js';
+import type { HcmSecurity, RequestGuard } from './http/request-guard.js';
 import { inspectTransport } from './tls-inspector.js';
 import type { RouteTable } from './route-table.js';
-import { hasCorsFilter } from './filters/cors.js';
 import type { TlsMaterial } from './secrets.js';
 import type { SocketAddress } from './capture/original-dst.js';
 import { destinationOf, restoreDestination, usesOriginalDst } from './capture/listener-destination.js';
@@ -20,12 +18,22 @@ import {
   type EnvoyListener,
   type EnvoyTcpProxy,
 } from './xds/envoy-schemas.js';
-import { chainAlpn, createChainHttp2, hcmCodec } from './http2/chain-codecs.js';
+import { chainAlpn, hcmCodec } from './http2/chain-codecs.js';
 import { selectAlpn, serveHttpConnection } from './http2/dispatch.js';
 import { connectionSocket, type DownstreamHttp2 } from './http2/h2-server.js';
-import { createUpgradeHandler } from './websocket/upgrade.js';
 import { passthroughTls, serveTcpChain, type SidecarTcpDeps } from './tcp/sidecar-tcp.js';
 import { networkRbacOf } from './filters/network-rbac.js';
+import {
+  createChainServers,
+  bindListener,
+  buildFilterChains,
+  chainHandlerContext,
+  retireChains,
+  stopListener,
+  trackSocket,
+  type ChainGuardDeps,
+  type ChainGuards,
+} from './listener-runtime.js';
 
 /** ListenerLimits are the explicit limits every listener applies (ms and bytes). */
 export interface ListenerLimits {
@@ -98,10 +106,6 @@ interface ActiveListener {
 function listenerMode(l: EnvoyListener): ListenerMode {
   if (l.listener_filters?.some((f) => f.name === 'envoy.filters.listener.tls_inspector')) return 'inspect';
   return l.filter_chains.some((c) => c.transport_socket) ? 'tls' : 'plain';
-}
-
-function chainKey(chain: EnvoyFilterChain, index: number): string {
-  return chain.name ?? `#${index}`;
 }
 
 /** ListenerManagerDeps are what listeners need from the rest of the proxy. */
@@ -187,11 +191,7 @@ export class ListenerManager {
         cur.chains = this.buildChains(l, cur, old);
         cur.tls = l.config.filter_chains.some((c) => c.transport_socket);
         // A changed or removed chain drains: idle connections close, in-flight requests finish.
-        for (const c of old)
-          if (!cur.chains.includes(c)) {
-            c.http.close();
-            c.h2.close();
-          }
+        retireChains(old, cur.chains);
         continue;
       }
       if (cur) this.stop(cur);
@@ -235,77 +235,27 @@ export class ListenerManager {
    * 'listening' starts Node's connection tracking, without which `headersTimeout` and `requestTimeout` are never
    * enforced on handed-over connections.
    */
-  private buildChains(
-    l: AcceptedListener,
-    entry: { guards: Map<string, RequestGuard> },
-    previous: readonly ChainRuntime[] = [],
-  ): ChainRuntime[] {
-    const guards = new Map<string, RequestGuard>();
-    const runtimes = l.config.filter_chains.map((chain, i) => {
+  private buildChains(l: AcceptedListener, entry: ChainGuards, previous: readonly ChainRuntime[] = []): ChainRuntime[] {
+    return buildFilterChains(l, entry, previous, this.guardDeps(), (chain, i, key, json) => {
       const hcm = hcmOf(chain);
-      const json = JSON.stringify(chain);
-      const inline = l.inlineRoutes.get(i);
-      const rdsName = hcm?.rds?.route_config_name;
       const direction = l.config.traffic_direction === 'INBOUND' ? 'inbound' : 'outbound';
-      const key = chainKey(chain, i);
-      guards.set(
-        key,
-        new RequestGuard(l.security?.get(i) ?? NO_SECURITY, {
-          statPrefix: hcm?.stat_prefix ?? '',
-          registry: this.deps.handlerContext.metrics.registry,
-          log: this.deps.log.child({ scope: 'rbac', chain: key }),
-          maxHeadersCount: this.limits.maxHeadersCount,
-        }),
-      );
-      const same = previous.find((p) => p.json === json);
-      if (same) return same;
-      const hctx: HttpHandlerContext = {
-        ...this.deps.handlerContext,
+      const hctx = chainHandlerContext(this.deps.handlerContext, l, chain, i, key, entry, {
         direction,
-        routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
-        forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
-        corsFilter: hasCorsFilter(hcm),
+        rds: this.deps.rds,
         peerOf: (req) => peers.get(connectionSocket(req)),
         destinationOf: (req) => destinationOf(connectionSocket(req)),
-        // Looked up per request: a policy update reaches connections opened before it.
-        guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
-      };
-      const handler = createHttpHandler(hctx);
-      const server = http.createServer(
-        {
-          maxHeaderSize: this.limits.maxHeaderSizeBytes,
-          requestTimeout: this.limits.requestTimeoutMs,
-          headersTimeout: this.limits.headersTimeoutMs,
-          keepAliveTimeout: this.limits.keepAliveTimeoutMs,
-          connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))),
-        },
-        handler,
-      );
-      server.maxHeadersCount = this.limits.maxHeadersCount;
-      // WebSocket per `upgrade_configs`; other Upgrade requests are served as plain requests (websocket/upgrade.ts).
-      server.on(
-        'upgrade',
-        createUpgradeHandler(hctx, {
-          upgradeConfigs: hcm?.upgrade_configs,
-          onRequest: handler,
-          bodyTimeoutMs: this.limits.headersTimeoutMs,
-        }),
-      );
-      server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) =>
-        onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction, chain: key }),
-      );
-      server.emit('listening');
-      const h2 = createChainHttp2(hcm, handler, {
-        headers: this.limits,
-        registry: this.deps.handlerContext.metrics.registry,
-        log: this.deps.log.child({ scope: 'http2', chain: key }),
-        draining: () => this.deps.handlerContext.drain?.draining ?? false,
+      });
+      const servers = createChainServers(hctx, hcm, createHttpHandler(hctx), {
+        limits: this.limits,
+        direction,
+        key,
+        log: this.deps.log,
+        context: this.deps.handlerContext,
       });
       const runtime: ChainRuntime = {
         chain,
         json,
-        http: server,
-        h2,
+        ...servers,
         codec: hcmCodec(hcm),
         alpn: chainAlpn(chain, hcm),
       };
@@ -313,8 +263,6 @@ export class ListenerManager {
       if (tcp) runtime.tcp = { proxy: tcp, deps: { ...this.tcpDeps(direction), networkRbac: networkRbacOf(chain) } };
       return runtime;
     });
-    entry.guards = guards;
-    return runtimes;
   }
 
   private bind(name: string, key: string, l: AcceptedListener): Promise<void> {
@@ -346,22 +294,17 @@ export class ListenerManager {
     } else {
       entry.server = net.createServer({ allowHalfOpen: entry.halfOpen }, (sock) => this.onPlainConnection(entry, sock));
     }
-    entry.server.maxConnections = this.limits.maxConnections;
-    this.active.set(name, entry);
-    const { address, port_value } = l.config.address.socket_address;
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => {
-        this.active.delete(name);
-        reject(new Error(`${name}: bind ${key}: ${err.message}`));
-      };
-      entry.server.once('error', onError);
-      entry.server.listen({ host: address, port: port_value, backlog: 511 }, () => {
-        entry.server.off('error', onError);
-        entry.server.on('error', (err) => this.deps.log.error({ listener: name, err }, 'listener error'));
-        this.deps.log.info({ listener: name, address: key }, 'listener bound');
-        resolve();
-      });
-    });
+    const bindOpts = { log: this.deps.log, maxConnections: this.limits.maxConnections, message: 'listener bound' };
+    return bindListener(this.active, entry, l.config.address.socket_address, bindOpts);
+  }
+
+  /** guardDeps are what each chain's request guard takes from this manager. */
+  private guardDeps(): ChainGuardDeps {
+    return {
+      registry: this.deps.handlerContext.metrics.registry,
+      log: this.deps.log,
+      maxHeadersCount: this.limits.maxHeadersCount,
+    };
   }
 
   private makeTlsServer(entry: ActiveListener, material: TlsMaterial | undefined): tls.Server {
@@ -468,9 +411,7 @@ export class ListenerManager {
   }
 
   private track(entry: ActiveListener, sock: net.Socket): void {
-    entry.sockets.add(sock);
-    sock.on('close', () => entry.sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
+    trackSocket(entry.sockets, sock);
   }
 
   private onPlainConnection(entry: ActiveListener, sock: net.Socket): void {
@@ -535,12 +476,7 @@ export class ListenerManager {
   }
 
   private stop(l: ActiveListener, destroy = false): void {
-    l.server.close();
-    for (const c of l.chains) {
-      c.http.close();
-      c.h2.close();
-    }
-    if (destroy) for (const s of l.sockets) s.destroy();
+    stopListener(l, l.chains, destroy);
     this.active.delete(l.name);
   }
 }

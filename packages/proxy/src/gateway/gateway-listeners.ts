@@ -8,6 +8,7 @@ import type { TcpLabels, TcpMetrics } from '../tcp/tcp-metrics.js';
 import { DEFAULT_MAX_CLIENT_HELLO_BYTES } from './client-hello.js';
 import { matchFilterChain, type EnvoyGatewayFilterChain, type EnvoyGatewayListener } from './gateway-schema.js';
 import { peekClientHello } from './peek.js';
+import { bindListener, stopListener, trackSocket } from '../listener-runtime.js';
 
 /** GatewayLimits are the explicit limits of every gateway listener. */
 export interface GatewayLimits {
@@ -105,28 +106,16 @@ export class GatewayListenerManager {
       server: net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => this.onConnection(entry, sock)),
       sockets: new Set(),
     };
-    entry.server.maxConnections = this.limits.maxConnections;
-    this.active.set(name, entry);
-    const { address, port_value } = config.address.socket_address;
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => {
-        this.active.delete(name);
-        reject(new Error(`${name}: bind ${key}: ${err.message}`));
-      };
-      entry.server.once('error', onError);
-      entry.server.listen({ host: address, port: port_value, backlog: 511 }, () => {
-        entry.server.off('error', onError);
-        entry.server.on('error', (err) => this.deps.log.error({ listener: name, err }, 'listener error'));
-        this.deps.log.info({ listener: name, address: key }, 'gateway listener bound');
-        resolve();
-      });
-    });
+    const bindOpts = {
+      log: this.deps.log,
+      maxConnections: this.limits.maxConnections,
+      message: 'gateway listener bound',
+    };
+    return bindListener(this.active, entry, config.address.socket_address, bindOpts);
   }
 
   private onConnection(entry: ActiveListener, sock: net.Socket): void {
-    entry.sockets.add(sock);
-    sock.on('error', () => sock.destroy());
-    sock.on('close', () => entry.sockets.delete(sock));
+    trackSocket(entry.sockets, sock);
     void this.serve(entry, sock);
   }
 
@@ -184,8 +173,7 @@ export class GatewayListenerManager {
   }
 
   private stop(l: ActiveListener, destroy: boolean): void {
-    l.server.close();
-    if (destroy) for (const s of l.sockets) s.destroy();
+    stopListener(l, [], destroy);
     this.active.delete(l.name);
   }
 }

@@ -1,21 +1,28 @@
-import http from 'node:http';
+import type http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
-import { onClientError } from '../http/client-error.js';
-import { CHAIN_GONE, NO_SECURITY, RequestGuard } from '../http/request-guard.js';
+import type { RequestGuard } from '../http/request-guard.js';
 import { createHttpHandler, type HttpHandlerContext } from '../http-handler.js';
-import { chainAlpn, createChainHttp2, hcmCodec, type HcmCodec } from '../http2/chain-codecs.js';
+import { chainAlpn, hcmCodec, type HcmCodec } from '../http2/chain-codecs.js';
 import { serveHttpConnection } from '../http2/dispatch.js';
 import type { DownstreamHttp2 } from '../http2/h2-server.js';
 import { DEFAULT_LIMITS, type AcceptedListener, type ListenerLimits } from '../listener-manager.js';
 import type { RouteTable } from '../route-table.js';
-import { createUpgradeHandler } from '../websocket/upgrade.js';
 import { hcmOf, type EnvoyFilterChain } from '../xds/envoy-schemas.js';
-import { hasCorsFilter } from '../filters/cors.js';
 import { matchFilterChain } from './gateway-schema.js';
 import { downstreamSdsNames, type IngressSecret } from './ingress-schema.js';
 import { peekClientHello } from './peek.js';
+import {
+  createChainServers,
+  bindListener,
+  buildFilterChains,
+  chainHandlerContext,
+  retireChains,
+  stopListener,
+  trackSocket,
+  type ChainGuards,
+} from '../listener-runtime.js';
 
 /** IngressListenerDeps are what an ingress gateway's listeners need from the rest of the proxy. */
 export interface IngressListenerDeps {
@@ -56,8 +63,6 @@ interface Active {
   guards: Map<string, RequestGuard>;
   sockets: Set<net.Socket>;
 }
-
-const chainKey = (c: EnvoyFilterChain, i: number): string => c.name ?? `#${i}`;
 
 /**
  * IngressListenerManager serves an ingress gateway's Listeners (Istio's gateway listeners `0.0.0.0_<port>`): a
@@ -113,12 +118,7 @@ export class IngressListenerManager {
       if (cur && cur.key === key && cur.tls === isTls) {
         const old = cur.chains;
         cur.chains = this.buildChains(l, cur, old);
-        for (const c of old)
-          if (!cur.chains.includes(c)) {
-            c.http.close();
-            c.h2.close();
-            c.tlsServer?.close();
-          }
+        retireChains(old, cur.chains);
         continue;
       }
       if (cur) this.stop(cur, true);
@@ -154,31 +154,15 @@ export class IngressListenerManager {
     };
   }
 
-  private buildChains(
-    l: AcceptedListener,
-    entry: { guards: Map<string, RequestGuard> },
-    previous: readonly Chain[] = [],
-  ): Chain[] {
-    const guards = new Map<string, RequestGuard>();
-    const chains = l.config.filter_chains.map((chain, i) => {
-      const hcm = hcmOf(chain);
-      const key = chainKey(chain, i);
-      guards.set(
-        key,
-        new RequestGuard(l.security?.get(i) ?? NO_SECURITY, {
-          statPrefix: hcm?.stat_prefix ?? '',
-          registry: this.deps.handlerContext.metrics.registry,
-          log: this.deps.log.child({ scope: 'rbac', chain: key }),
-          maxHeadersCount: this.limits.maxHeadersCount,
-        }),
-      );
-      const json = JSON.stringify(chain);
-      const same = previous.find((p) => p.json === json);
-      if (same) return same;
-      return this.makeChain(l, chain, i, key, json, entry);
-    });
-    entry.guards = guards;
-    return chains;
+  private buildChains(l: AcceptedListener, entry: ChainGuards, previous: readonly Chain[] = []): Chain[] {
+    const guardDeps = {
+      registry: this.deps.handlerContext.metrics.registry,
+      log: this.deps.log,
+      maxHeadersCount: this.limits.maxHeadersCount,
+    };
+    return buildFilterChains(l, entry, previous, guardDeps, (chain, i, key, json) =>
+      this.makeChain(l, chain, i, key, json, entry),
+    );
   }
 
   private makeChain(
@@ -187,60 +171,32 @@ export class IngressListenerManager {
     i: number,
     key: string,
     json: string,
-    entry: { guards: Map<string, RequestGuard> },
+    entry: ChainGuards,
   ): Chain {
     const hcm = hcmOf(chain);
-    const inline = l.inlineRoutes.get(i);
-    const rdsName = hcm?.rds?.route_config_name;
-    const hctx: HttpHandlerContext = {
-      ...this.deps.handlerContext,
-      direction: 'outbound', // a gateway reports as the source (Istio's gateway metrics: reporter=source)
-      routes: () => inline ?? (rdsName ? this.deps.rds(rdsName) : undefined),
-      forwardClientCert: hcm?.forward_client_cert_details ?? 'SANITIZE',
-      corsFilter: hasCorsFilter(hcm),
+    // a gateway reports as the source (Istio's gateway metrics: reporter=source)
+    const hctx = chainHandlerContext(this.deps.handlerContext, l, chain, i, key, entry, {
+      direction: 'outbound',
+      rds: this.deps.rds,
       peerOf: () => undefined,
-      guard: { decodeHeaders: (...a) => (entry.guards.get(key) ?? CHAIN_GONE).decodeHeaders(...a) },
-    };
+    });
     const inner = createHttpHandler(hctx);
     const secure = chain.transport_socket !== undefined;
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       edgeHeaders(req, secure);
       inner(req, res);
     };
-    const server = http.createServer(
-      {
-        maxHeaderSize: this.limits.maxHeaderSizeBytes,
-        requestTimeout: this.limits.requestTimeoutMs,
-        headersTimeout: this.limits.headersTimeoutMs,
-        keepAliveTimeout: this.limits.keepAliveTimeoutMs,
-        connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(this.limits.headersTimeoutMs / 4))),
-      },
-      handler,
-    );
-    server.maxHeadersCount = this.limits.maxHeadersCount;
-    server.on(
-      'upgrade',
-      createUpgradeHandler(hctx, {
-        upgradeConfigs: hcm?.upgrade_configs,
-        onRequest: handler,
-        bodyTimeoutMs: this.limits.headersTimeoutMs,
-      }),
-    );
-    server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) =>
-      onClientError(err, sock, { accessLog: this.deps.handlerContext.accessLog, direction: 'outbound', chain: key }),
-    );
-    server.emit('listening'); // starts Node's connection checks (headersTimeout) for handed-over connections
-    const h2 = createChainHttp2(hcm, handler, {
-      headers: this.limits,
-      registry: this.deps.handlerContext.metrics.registry,
-      log: this.deps.log.child({ scope: 'http2', chain: key }),
-      draining: () => this.deps.handlerContext.drain?.draining ?? false,
+    const servers = createChainServers(hctx, hcm, handler, {
+      limits: this.limits,
+      direction: 'outbound',
+      key,
+      log: this.deps.log,
+      context: this.deps.handlerContext,
     });
     const c: Chain = {
       chain,
       json,
-      http: server,
-      h2,
+      ...servers,
       codec: hcmCodec(hcm),
       alpn: chainAlpn(chain, hcm),
       hasCert: false,
@@ -284,28 +240,17 @@ export class IngressListenerManager {
     };
     entry.chains = this.buildChains(l, entry);
     entry.server = net.createServer((sock) => {
-      entry.sockets.add(sock);
-      sock.on('close', () => entry.sockets.delete(sock));
-      sock.on('error', () => sock.destroy());
+      trackSocket(entry.sockets, sock);
       if (entry.tls) void this.onTlsConnection(entry, sock);
       else this.onPlainConnection(entry, sock);
     });
-    entry.server.maxConnections = this.limits.maxConnections;
-    this.active.set(name, entry);
-    const { address, port_value } = l.config.address.socket_address;
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => {
-        this.active.delete(name);
-        reject(new Error(`${name}: bind ${key}: ${err.message}`));
-      };
-      entry.server.once('error', onError);
-      entry.server.listen({ host: address, port: port_value, backlog: 511 }, () => {
-        entry.server.off('error', onError);
-        entry.server.on('error', (err) => this.deps.log.error({ listener: name, err }, 'listener error'));
-        this.deps.log.info({ listener: name, address: key, tls: isTls }, 'ingress listener bound');
-        resolve();
-      });
-    });
+    const bindOpts = {
+      log: this.deps.log,
+      maxConnections: this.limits.maxConnections,
+      message: 'ingress listener bound',
+      fields: { tls: isTls },
+    };
+    return bindListener(this.active, entry, l.config.address.socket_address, bindOpts);
   }
 
   private onPlainConnection(entry: Active, sock: net.Socket): void {
@@ -339,13 +284,7 @@ export class IngressListenerManager {
   }
 
   private stop(l: Active, destroy: boolean): void {
-    l.server.close();
-    for (const c of l.chains) {
-      c.http.close();
-      c.h2.close();
-      c.tlsServer?.close();
-    }
-    if (destroy) for (const s of l.sockets) s.destroy();
+    stopListener(l, l.chains, destroy);
     this.active.delete(l.name);
   }
 }
