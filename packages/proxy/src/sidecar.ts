@@ -1,4 +1,3 @@
-import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { TypeUrl } from '@fedmesh/api/xds';
 import { AdsClient, DeltaAdsClient, type TypeState, type XdsNode } from '@fedmesh/xds';
@@ -13,25 +12,23 @@ import { ListenerManager, type AcceptedListener, type HandshakeObserver } from '
 import { ProxyMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
 import type { TlsMaterial } from './secrets.js';
-import { hcmOf, type EnvoyCluster, type EnvoyClusterLoadAssignment, type EnvoySecret } from './xds/envoy-schemas.js';
+import type { EnvoyCluster, EnvoySecret } from './xds/envoy-schemas.js';
+import { ClusterType, ListenerType, RouteConfigurationType, SecretType } from './xds/resource-types.js';
 import {
-  ClusterLoadAssignmentType,
-  ClusterType,
-  ListenerType,
-  RouteConfigurationType,
-  SecretType,
-} from './xds/resource-types.js';
+  applyListeners,
+  createAdsClient,
+  dumpResources,
+  proxyHandlerContext,
+  proxyNode,
+  routeConfigNames,
+  subscribeEndpoints,
+  workloadTlsMaterial,
+  stopProxy,
+  type ProxyIdentity,
+} from './proxy-wiring.js';
 
 /** SidecarOptions describe the workload a sidecar proxy serves and where its control plane is. */
-export interface SidecarOptions {
-  /** ip is the pod's address: every listener binds here. */
-  ip: string;
-  podName: string;
-  namespace: string;
-  serviceAccount: string;
-  labels: Record<string, string>;
-  workloadName: string;
-  clusterId: string;
+export interface SidecarOptions extends ProxyIdentity {
   /** discoveryAddress is istiod's `host:port` for ADS and the CA over TLS (15012). */
   discoveryAddress: string;
   /** rootCertPem is the mesh root, used to trust istiod until SDS delivers the trust bundle. */
@@ -76,8 +73,7 @@ export interface SidecarOptions {
 /** DEFAULT_DRAIN_DURATION_MS is Istio's default `terminationDrainDuration` (5 s). */
 export const DEFAULT_DRAIN_DURATION_MS = 5_000;
 
-/** XDS_RECONNECT_BACKOFF_MAX_MS caps the gRPC channel's own reconnect back-off (its default, 120 s, is too slow). */
-export const XDS_RECONNECT_BACKOFF_MAX_MS = 15_000;
+export { XDS_RECONNECT_BACKOFF_MAX_MS } from './proxy-wiring.js';
 
 /**
  * istioNodeId builds Istio's sidecar node ID `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`.
@@ -135,30 +131,17 @@ export class Sidecar {
     });
     const labels = opts.labels;
     const certOf = (): WorkloadCertificate | undefined => this.cert;
+    const who = {
+      app: labels.app ?? labels['app.kubernetes.io/name'] ?? 'unknown',
+      version: labels.version ?? labels['app.kubernetes.io/version'] ?? 'unknown',
+    };
     this.listeners = new ListenerManager({
       log: opts.log.child({ scope: 'listener' }),
       rds: (name) => this.rds.get(name),
       tls: () => this.tlsMaterial(),
       onHandshake,
       ...(opts.interceptionMode === 'REDIRECT' ? { originalDestination: redirectedDestination } : {}),
-      handlerContext: {
-        clusters: this.clusters,
-        stats: this.clusterStats,
-        drain: this.drain,
-        metrics: this.metrics,
-        accessLog: opts.accessLog,
-        self: {
-          name: opts.workloadName,
-          namespace: opts.namespace,
-          app: labels.app ?? labels['app.kubernetes.io/name'] ?? 'unknown',
-          version: labels.version ?? labels['app.kubernetes.io/version'] ?? 'unknown',
-          // The proxy's SPIFFE ID, once it has a certificate (metric labels, XFCC `By=`).
-          get principal(): string {
-            return certOf()?.spiffeId ?? '';
-          },
-          cluster: opts.clusterId,
-        },
-      },
+      handlerContext: proxyHandlerContext(this, opts, who, certOf),
     });
   }
 
@@ -175,24 +158,11 @@ export class Sidecar {
       zone: o.labels['topology.kubernetes.io/zone'] ?? '',
       sub_zone: o.labels['topology.istio.io/subzone'] ?? '',
     };
-    return {
-      id: istioNodeId(o.ip, o.podName, o.namespace),
-      cluster: `${o.workloadName}.${o.namespace}`,
-      user_agent_name: 'fedmesh-proxy',
+    return proxyNode(istioNodeId(o.ip, o.podName, o.namespace), o, {
+      extra: { INTERCEPTION_MODE: o.interceptionMode ?? 'NONE' },
+      ...(o.nodeMetadata ? { base: o.nodeMetadata } : {}),
       ...(locality.region || locality.zone || locality.sub_zone ? { locality } : {}),
-      metadata: {
-        ...o.nodeMetadata,
-        NAMESPACE: o.namespace,
-        SERVICE_ACCOUNT: o.serviceAccount,
-        POD_NAME: o.podName,
-        WORKLOAD_NAME: o.workloadName,
-        LABELS: o.labels,
-        INSTANCE_IPS: o.ip,
-        CLUSTER_ID: o.clusterId,
-        INTERCEPTION_MODE: o.interceptionMode ?? 'NONE',
-        ISTIO_VERSION: '1.24.0-fedmesh',
-      },
-    };
+    });
   }
 
   /**
@@ -207,19 +177,8 @@ export class Sidecar {
     await this.admin.listen(this.opts.ip, this.opts.adminPort);
     this.updateAdsCredentials();
     const Client = this.opts.xdsProtocol === 'delta' ? DeltaAdsClient : AdsClient;
-    this.ads = new Client({
-      address: this.opts.discoveryAddress,
-      // A certificate provider, so that ADS reconnects present the current certificate and trust the current bundle.
-      credentials: grpc.experimental.createCertificateProviderChannelCredentials(this.adsCerts, this.adsCerts),
-      channelOptions: {
-        'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
-        'grpc.default_authority': 'istiod.istio-system.svc',
-        'grpc.initial_reconnect_backoff_ms': 250,
-        'grpc.max_reconnect_backoff_ms': XDS_RECONNECT_BACKOFF_MAX_MS,
-      },
-      node: this.node(),
-      log: this.opts.log.child({ scope: 'xds' }),
-    });
+    const o = { address: this.opts.discoveryAddress, certs: this.adsCerts, node: this.node(), log: this.opts.log };
+    this.ads = createAdsClient<AdsClient | DeltaAdsClient>(Client, o);
     this.ads.subscribe(SecretType, ['ROOTCA'], (secrets) => this.onSecrets(secrets));
     this.ads.subscribe(ClusterType, [], (clusters) => this.onClusters(clusters));
     this.ads.subscribe(ListenerType, [], (listeners) => this.onListeners(listeners));
@@ -228,11 +187,7 @@ export class Sidecar {
 
   /** stop closes the ADS stream, listeners, pools and the admin listener. */
   async stop(): Promise<void> {
-    this.certs.stop();
-    this.ads?.close();
-    this.listeners.close();
-    this.clusters.close();
-    await this.admin?.close();
+    await stopProxy(this.certs, this.ads, this.listeners, this.clusters, this.admin);
   }
 
   /** certificate returns the workload certificate in use, if any. */
@@ -291,10 +246,7 @@ export class Sidecar {
   /** configDump returns the accepted resources by type URL, as decoded (no private keys). */
   configDump(): Record<string, unknown> {
     const ads = this.ads;
-    const dump = (t: string): unknown => {
-      const m = ads?.resources<unknown>(t) ?? new Map();
-      return [...m.entries()].map(([name, v]) => ({ name, resource: (v as { config?: unknown }).config ?? v }));
-    };
+    const dump = (t: string): unknown => dumpResources(ads, t);
     return {
       node: this.node(),
       xds: this.adsState(),
@@ -315,16 +267,7 @@ export class Sidecar {
   }
 
   private tlsMaterial(): TlsMaterial | undefined {
-    const c = this.cert;
-    if (!c) return undefined;
-    const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(c.spiffeId)?.[1] ?? 'cluster.local';
-    return {
-      certChainPem: c.chainPem,
-      keyPem: c.keyPem,
-      trustBundlePem: this.trustBundlePem,
-      trustDomain,
-      spiffeId: c.spiffeId,
-    };
+    return workloadTlsMaterial(this.cert, this.trustBundlePem);
   }
 
   private updateAdsCredentials(): void {
@@ -377,28 +320,15 @@ export class Sidecar {
     if (m) this.clusters.setTls(m);
     this.clusters.setClusters(clusters);
     this.clustersReady = true;
-    this.ads?.subscribe(
-      ClusterLoadAssignmentType,
-      this.clusters.edsNames(),
-      (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) => this.clusters.setAssignments(cla),
-    );
+    subscribeEndpoints(this.ads, this.clusters);
   }
 
   private onListeners(listeners: ReadonlyMap<string, AcceptedListener>): void {
-    const names = new Set<string>();
-    for (const l of listeners.values())
-      for (const fc of l.config.filter_chains) {
-        const rds = hcmOf(fc)?.rds?.route_config_name;
-        if (rds) names.add(rds);
-      }
-    this.ads?.subscribe(RouteConfigurationType, [...names], (routes) => {
+    this.ads?.subscribe(RouteConfigurationType, [...routeConfigNames(listeners.values())], (routes) => {
       this.rds = new Map(routes);
     });
-    this.listeners
-      .apply(listeners)
-      .then(() => {
-        this.listenersReady = true;
-      })
-      .catch((err: unknown) => this.opts.log.error({ err: (err as Error).message }, 'listener bind failed'));
+    applyListeners(this.listeners.apply(listeners), this.opts.log, () => {
+      this.listenersReady = true;
+    });
   }
 }

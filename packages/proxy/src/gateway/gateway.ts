@@ -6,23 +6,22 @@ import { CertManager, type WorkloadCertificate } from '../cert-manager.js';
 import { ClusterManager } from '../cluster-manager.js';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { blankTcpLabels, TcpMetrics, type TcpLabels } from '../tcp/tcp-metrics.js';
-import type { EnvoyCluster, EnvoyClusterLoadAssignment, EnvoySecret } from '../xds/envoy-schemas.js';
-import { ClusterLoadAssignmentType, ClusterType, SecretType } from '../xds/resource-types.js';
+import type { EnvoyCluster, EnvoySecret } from '../xds/envoy-schemas.js';
+import { ClusterType, SecretType } from '../xds/resource-types.js';
+import {
+  applyListeners,
+  ISTIOD_SAN,
+  proxyNode,
+  stopProxy,
+  subscribeEndpoints,
+  type ProxyIdentity,
+} from '../proxy-wiring.js';
 import { GatewayAdminServer } from './gateway-admin.js';
 import { GatewayListenerManager, type GatewayLimits } from './gateway-listeners.js';
 import { GatewayListenerType, type EnvoyGatewayListener } from './gateway-schema.js';
 
 /** GatewayOptions describe a gateway proxy (Istio's `router` node) and where its control plane is. */
-export interface GatewayOptions {
-  /** ip is the gateway's address: its listeners (15443) and admin bind here. */
-  ip: string;
-  podName: string;
-  namespace: string;
-  serviceAccount: string;
-  /** labels are the gateway pod's labels; a Gateway's `selector` (e.g. `istio: eastwestgateway`) matches them. */
-  labels: Record<string, string>;
-  workloadName: string;
-  clusterId: string;
+export interface GatewayOptions extends ProxyIdentity {
   /** network is the network the gateway fronts (`topology.istio.io/network`), sent as node metadata NETWORK. */
   network: string;
   /** discoveryAddress is istiod's `host:port` for ADS and the CA over TLS (15012). */
@@ -92,22 +91,7 @@ export class Gateway {
   /** node returns the xDS Node the gateway presents (Istio's metadata keys, type `router`). */
   node(): XdsNode {
     const o = this.opts;
-    return {
-      id: routerNodeId(o.ip, o.podName, o.namespace),
-      cluster: `${o.workloadName}.${o.namespace}`,
-      user_agent_name: 'fedmesh-proxy',
-      metadata: {
-        NAMESPACE: o.namespace,
-        SERVICE_ACCOUNT: o.serviceAccount,
-        POD_NAME: o.podName,
-        WORKLOAD_NAME: o.workloadName,
-        LABELS: o.labels,
-        INSTANCE_IPS: o.ip,
-        CLUSTER_ID: o.clusterId,
-        NETWORK: o.network,
-        ISTIO_VERSION: '1.24.0-fedmesh',
-      },
-    };
+    return proxyNode(routerNodeId(o.ip, o.podName, o.namespace), o, { extra: { NETWORK: o.network } });
   }
 
   /** start obtains the certificate, binds the admin listener and opens the ADS stream. Throws if the CA refuses. */
@@ -125,11 +109,7 @@ export class Gateway {
 
   /** stop closes the ADS stream, listeners (resetting their connections) and the admin listener. */
   async stop(): Promise<void> {
-    this.certs.stop();
-    this.ads?.close();
-    this.listeners.close();
-    this.clusters.close();
-    await this.admin?.close();
+    await stopProxy(this.certs, this.ads, this.listeners, this.clusters, this.admin);
   }
 
   /** configDump returns the accepted resources by type (no private keys). */
@@ -173,10 +153,7 @@ export class Gateway {
         Buffer.from(c.keyPem),
         Buffer.from(c.chainPem),
       ),
-      channelOptions: {
-        'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
-        'grpc.default_authority': 'istiod.istio-system.svc',
-      },
+      channelOptions: { 'grpc.ssl_target_name_override': ISTIOD_SAN, 'grpc.default_authority': ISTIOD_SAN },
       node: this.node(),
       log: this.opts.log.child({ scope: 'xds' }),
     });
@@ -197,19 +174,12 @@ export class Gateway {
       if (c.transport_socket) throw new Error(`${name}: transport_socket: a gateway cluster passes TLS through`);
     this.clusters.setClusters(clusters);
     this.clustersReady = true;
-    ads.subscribe(
-      ClusterLoadAssignmentType,
-      this.clusters.edsNames(),
-      (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) => this.clusters.setAssignments(cla),
-    );
+    subscribeEndpoints(ads, this.clusters);
   }
 
   private onListeners(listeners: ReadonlyMap<string, EnvoyGatewayListener>): void {
-    this.listeners
-      .apply(listeners)
-      .then(() => {
-        this.listenersReady = true;
-      })
-      .catch((err: unknown) => this.opts.log.error({ err: (err as Error).message }, 'listener bind failed'));
+    applyListeners(this.listeners.apply(listeners), this.opts.log, () => {
+      this.listenersReady = true;
+    });
   }
 }

@@ -1,4 +1,3 @@
-import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { TypeUrl } from '@fedmesh/api/xds';
 import { AdsClient, type XdsNode } from '@fedmesh/xds';
@@ -11,9 +10,19 @@ import type { AcceptedListener } from '../listener-manager.js';
 import { ProxyMetrics } from '../metrics.js';
 import type { RouteTable } from '../route-table.js';
 import type { TlsMaterial } from '../secrets.js';
-import { XDS_RECONNECT_BACKOFF_MAX_MS } from '../sidecar.js';
-import { hcmOf, type EnvoyCluster, type EnvoyClusterLoadAssignment } from '../xds/envoy-schemas.js';
-import { ClusterLoadAssignmentType, ClusterType, RouteConfigurationType } from '../xds/resource-types.js';
+import {
+  applyListeners,
+  createAdsClient,
+  dumpResources,
+  proxyHandlerContext,
+  proxyNode,
+  routeConfigNames,
+  subscribeEndpoints,
+  workloadTlsMaterial,
+  stopProxy,
+} from '../proxy-wiring.js';
+import type { EnvoyCluster } from '../xds/envoy-schemas.js';
+import { ClusterType, RouteConfigurationType } from '../xds/resource-types.js';
 import { routerNodeId, type GatewayOptions } from './gateway.js';
 import { GatewayAdminServer } from './gateway-admin.js';
 import { IngressListenerManager } from './ingress-listeners.js';
@@ -84,28 +93,13 @@ export class IngressGateway {
     });
     const certOf = (): WorkloadCertificate | undefined => this.cert;
     const labels = opts.labels;
+    const who = { app: labels.app ?? labels.istio ?? 'unknown', version: labels.version ?? 'unknown' };
     this.listeners = new IngressListenerManager({
       log: opts.log.child({ scope: 'listener' }),
       rds: (name) => this.rds.get(name),
       secret: (name) => this.secrets.get(name),
       onHandshake: (result) => onHandshake('inbound', result),
-      handlerContext: {
-        clusters: this.clusters,
-        stats: this.clusterStats,
-        drain: this.drain,
-        metrics: this.metrics,
-        accessLog: opts.accessLog,
-        self: {
-          name: opts.workloadName,
-          namespace: opts.namespace,
-          app: labels.app ?? labels.istio ?? 'unknown',
-          version: labels.version ?? 'unknown',
-          get principal(): string {
-            return certOf()?.spiffeId ?? '';
-          },
-          cluster: opts.clusterId,
-        },
-      },
+      handlerContext: proxyHandlerContext(this, opts, who, certOf),
     });
   }
 
@@ -127,23 +121,9 @@ export class IngressGateway {
   /** node returns the xDS Node: Istio's gateway metadata, type `router`, and `FEDMESH_GATEWAY_MODE: ingress`. */
   node(): XdsNode {
     const o = this.opts;
-    return {
-      id: routerNodeId(o.ip, o.podName, o.namespace),
-      cluster: `${o.workloadName}.${o.namespace}`,
-      user_agent_name: 'fedmesh-proxy',
-      metadata: {
-        NAMESPACE: o.namespace,
-        SERVICE_ACCOUNT: o.serviceAccount,
-        POD_NAME: o.podName,
-        WORKLOAD_NAME: o.workloadName,
-        LABELS: o.labels,
-        INSTANCE_IPS: o.ip,
-        CLUSTER_ID: o.clusterId,
-        NETWORK: o.network,
-        ISTIO_VERSION: '1.24.0-fedmesh',
-        [GATEWAY_MODE_METADATA]: 'ingress',
-      },
-    };
+    return proxyNode(routerNodeId(o.ip, o.podName, o.namespace), o, {
+      extra: { NETWORK: o.network, [GATEWAY_MODE_METADATA]: 'ingress' },
+    });
   }
 
   /** start obtains the certificate, binds the admin listener and opens the ADS stream. Throws if the CA refuses. */
@@ -153,18 +133,8 @@ export class IngressGateway {
     this.admin = new GatewayAdminServer(this, this.opts.log.child({ scope: 'admin' }));
     await this.admin.listen(this.opts.ip, this.opts.adminPort);
     this.installTls();
-    const ads = new AdsClient({
-      address: this.opts.discoveryAddress,
-      credentials: grpc.experimental.createCertificateProviderChannelCredentials(this.adsCerts, this.adsCerts),
-      channelOptions: {
-        'grpc.ssl_target_name_override': 'istiod.istio-system.svc',
-        'grpc.default_authority': 'istiod.istio-system.svc',
-        'grpc.initial_reconnect_backoff_ms': 250,
-        'grpc.max_reconnect_backoff_ms': XDS_RECONNECT_BACKOFF_MAX_MS,
-      },
-      node: this.node(),
-      log: this.opts.log.child({ scope: 'xds' }),
-    });
+    const o = { address: this.opts.discoveryAddress, certs: this.adsCerts, node: this.node(), log: this.opts.log };
+    const ads = createAdsClient(AdsClient, o);
     this.ads = ads;
     ads.subscribe(IngressSecretType, [ROOTCA_SECRET], (s) => this.onSecrets(s));
     ads.subscribe(ClusterType, [], (c) => this.onClusters(c));
@@ -174,11 +144,7 @@ export class IngressGateway {
 
   /** stop closes the ADS stream, listeners, pools and the admin listener. */
   async stop(): Promise<void> {
-    this.certs.stop();
-    this.ads?.close();
-    this.listeners.close();
-    this.clusters.close();
-    await this.admin?.close();
+    await stopProxy(this.certs, this.ads, this.listeners, this.clusters, this.admin);
   }
 
   /**
@@ -196,10 +162,7 @@ export class IngressGateway {
   /** configDump returns the accepted resources by type; secrets show their names and kinds, never key material. */
   configDump(): Record<string, unknown> {
     const ads = this.ads;
-    const dump = (t: string): unknown =>
-      [...(ads?.resources<{ config?: unknown }>(t) ?? new Map<string, { config?: unknown }>()).entries()].map(
-        ([name, v]) => ({ name, resource: v.config ?? v }),
-      );
+    const dump = (t: string): unknown => dumpResources(ads, t);
     return {
       node: this.node(),
       xds: ads?.state() ?? [],
@@ -215,16 +178,7 @@ export class IngressGateway {
   }
 
   private tlsMaterial(): TlsMaterial | undefined {
-    const c = this.cert;
-    if (!c) return undefined;
-    const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(c.spiffeId)?.[1] ?? 'cluster.local';
-    return {
-      certChainPem: c.chainPem,
-      keyPem: c.keyPem,
-      trustBundlePem: this.trustBundlePem,
-      trustDomain,
-      spiffeId: c.spiffeId,
-    };
+    return workloadTlsMaterial(this.cert, this.trustBundlePem);
   }
 
   /** installTls hands the workload certificate and trust bundle to the upstream pools and the ADS channel. */
@@ -254,20 +208,14 @@ export class IngressGateway {
     this.installTls();
     this.clusters.setClusters(clusters);
     this.clustersReady = true;
-    this.ads?.subscribe(
-      ClusterLoadAssignmentType,
-      this.clusters.edsNames(),
-      (cla: ReadonlyMap<string, EnvoyClusterLoadAssignment>) => this.clusters.setAssignments(cla),
-    );
+    subscribeEndpoints(this.ads, this.clusters);
   }
 
   private onListeners(listeners: ReadonlyMap<string, AcceptedListener>): void {
-    const routes = new Set<string>();
+    const routes = routeConfigNames(listeners.values());
     const sds = new Set<string>([ROOTCA_SECRET]);
     for (const l of listeners.values())
       for (const fc of l.config.filter_chains) {
-        const rds = hcmOf(fc)?.rds?.route_config_name;
-        if (rds) routes.add(rds);
         const n = downstreamSdsNames(fc);
         if (n.certificate) sds.add(n.certificate);
         if (n.validation) sds.add(n.validation);
@@ -301,11 +249,8 @@ export class IngressGateway {
     }
     if (waiting.length > 0) this.opts.log.info({ listeners: waiting }, 'listeners warming: waiting for SDS secrets');
     this.applied = current;
-    this.listeners
-      .apply(current)
-      .then(() => {
-        if (waiting.length === 0) this.listenersReady = true;
-      })
-      .catch((err: unknown) => this.opts.log.error({ err: (err as Error).message }, 'listener bind failed'));
+    applyListeners(this.listeners.apply(current), this.opts.log, () => {
+      if (waiting.length === 0) this.listenersReady = true;
+    });
   }
 }
