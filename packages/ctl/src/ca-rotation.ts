@@ -22,7 +22,17 @@ export class CaApiError extends Error {
   }
 }
 
-async function call<T>(admin: IstiodAdmin, method: 'GET' | 'POST', route: string, body?: unknown): Promise<T> {
+/**
+ * adminCall calls one route of istiod's admin API (`http://<monitoring><route>`, bearer token, JSON body when
+ * `body` is given; 10 s for headers and for the body) and returns the parsed JSON answer. Throws
+ * {@link CaApiError} with istiod's `error` for a status other than 200, and for an answer that is not JSON.
+ */
+export async function adminCall<T>(
+  admin: IstiodAdmin,
+  method: 'GET' | 'POST',
+  route: string,
+  body?: unknown,
+): Promise<T> {
   const res = await request(`http://${admin.monitoring}${route}`, {
     method,
     headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' },
@@ -44,7 +54,7 @@ async function call<T>(admin: IstiodAdmin, method: 'GET' | 'POST', route: string
 
 /** caStatus fetches `GET /v1/ca/status`: the trust bundle's roots and each connected workload's certificate. */
 export function caStatus(admin: IstiodAdmin): Promise<CaStatus> {
-  return call<CaStatus>(admin, 'GET', '/v1/ca/status');
+  return adminCall<CaStatus>(admin, 'GET', '/v1/ca/status');
 }
 
 /** RotationStep names the phases of {@link rotateRoot}, in order. */
@@ -131,7 +141,7 @@ export async function rotateRoot(opts: RotateRootOptions): Promise<RotationRepor
   log(`new root ${shortFingerprint(newRoot)} (${caDir}); ${status.workloads.length} workloads connected`);
 
   if (status.signingRoot !== newRoot && status.stagedRoot !== newRoot) {
-    await call(opts.admin, 'POST', '/v1/ca/roots', { caDir });
+    await adminCall(opts.admin, 'POST', '/v1/ca/roots', { caDir });
     status = await caStatus(opts.admin);
     opts.onBundle?.(status.bundlePem);
     log(`add: root ${shortFingerprint(newRoot)} is in the trust bundle (${status.roots.length} roots), not signing`);
@@ -141,7 +151,7 @@ export async function rotateRoot(opts: RotateRootOptions): Promise<RotationRepor
   mark('distribute');
 
   if (status.signingRoot !== newRoot) {
-    await call(opts.admin, 'POST', '/v1/ca/activate');
+    await adminCall(opts.admin, 'POST', '/v1/ca/activate');
     status = await caStatus(opts.admin);
     opts.onBundle?.(status.bundlePem);
     log(`activate: the new CA signs; root ${shortFingerprint(newRoot)} is primary`);
@@ -157,7 +167,7 @@ export async function rotateRoot(opts: RotateRootOptions): Promise<RotationRepor
   const retired: string[] = [];
   for (const root of status.roots) {
     if (root.fingerprint === newRoot) continue;
-    await call(opts.admin, 'POST', '/v1/ca/retire', { fingerprint: root.fingerprint });
+    await adminCall(opts.admin, 'POST', '/v1/ca/retire', { fingerprint: root.fingerprint });
     retired.push(root.fingerprint);
     log(`retire: root ${shortFingerprint(root.fingerprint)} left the trust bundle`);
   }

@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { request } from 'undici';
 import {
   keys,
   publishTrustRoot,
@@ -11,7 +10,7 @@ import {
 } from '@fedmesh/federation';
 import type { CaStatus, WorkloadTrustStatus } from '@fedmesh/istiod';
 import { CertificateAuthority, certificateFingerprint, splitPemBundle } from '@fedmesh/pki';
-import { CaApiError, podOf, shortFingerprint, type IstiodAdmin } from '../ca-rotation.js';
+import { adminCall, CaApiError, caStatus, podOf, shortFingerprint, type IstiodAdmin } from '../ca-rotation.js';
 
 /** FederatedClusterTarget is one cluster of a federated rotation: its istiod's admin API and its new intermediate. */
 export interface FederatedClusterTarget {
@@ -58,28 +57,7 @@ export interface FederatedRotationReport {
   totalMs: number;
 }
 
-async function adminCall<T>(admin: IstiodAdmin, method: 'GET' | 'POST', route: string, body?: unknown): Promise<T> {
-  const res = await request(`http://${admin.monitoring}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    headersTimeout: 10_000,
-    bodyTimeout: 10_000,
-  });
-  const text = await res.body.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new CaApiError(res.statusCode, `istiod answered ${res.statusCode} with a body that is not JSON`);
-  }
-  if (res.statusCode !== 200)
-    throw new CaApiError(res.statusCode, (parsed as { error?: string }).error ?? `istiod answered ${res.statusCode}`);
-  return parsed as T;
-}
-
-const caStatusOf = (c: FederatedClusterTarget): Promise<CaStatus> =>
-  adminCall<CaStatus>(c.admin, 'GET', '/v1/ca/status');
+const caStatusOf = (c: FederatedClusterTarget): Promise<CaStatus> => caStatus(c.admin);
 
 /** Progress is one cluster's answer to a wait's condition. */
 interface Progress {
