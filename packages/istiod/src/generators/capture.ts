@@ -2,6 +2,7 @@ import { TypeUrl, decodeAny, encodeAny, inboundClusterName } from '@fedmesh/api/
 import type { ResourceEntry } from '@fedmesh/xds';
 import { captureOutboundChains, passthroughClusters, PASSTHROUGH_CLUSTER } from './capture-outbound.js';
 import type { ResourceGenerator } from './index.js';
+import { TLS_INSPECTOR_LISTENER_FILTER } from './envoy-filters.js';
 
 /** ORIGINAL_DST_LISTENER_FILTER is Envoy's `original_dst` listener filter, as Istio puts it on 15001 and 15006. */
 export const ORIGINAL_DST_LISTENER_FILTER = {
@@ -9,11 +10,7 @@ export const ORIGINAL_DST_LISTENER_FILTER = {
   typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst' },
 };
 
-/** TLS_INSPECTOR_LISTENER_FILTER is Envoy's `tls_inspector`, for chains matched on SNI or transport protocol. */
-export const TLS_INSPECTOR_LISTENER_FILTER = {
-  name: 'envoy.filters.listener.tls_inspector',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' },
-};
+export { TLS_INSPECTOR_LISTENER_FILTER } from './envoy-filters.js';
 
 /** CAPTURE_BIND_ADDRESS is where a capture-mode sidecar's listeners bind: iptables redirects to every address. */
 export const CAPTURE_BIND_ADDRESS = '0.0.0.0';

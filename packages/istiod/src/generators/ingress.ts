@@ -8,6 +8,13 @@ import { generateOutboundClusters } from './cds.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { CORS_FILTER } from './cors.js';
 import { generateEndpoints } from './eds.js';
+import {
+  DOWNSTREAM_TLS_TYPE,
+  FAULT_FILTER as FAULT,
+  HCM_TYPE,
+  ROUTER_FILTER as ROUTER,
+  TLS_INSPECTOR_LISTENER_FILTER as TLS_INSPECTOR,
+} from './envoy-filters.js';
 import { pathNormalizationFields } from './inbound.js';
 import {
   CACERT_SUFFIX,
@@ -22,22 +29,6 @@ import {
 import { virtualServiceRoutes } from './rds.js';
 import { generateSecrets } from './sds.js';
 import { ALPN_INBOUND_HTTP, WEBSOCKET_UPGRADE } from './upstream-protocol.js';
-
-const HCM_TYPE =
-  'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
-const DOWNSTREAM_TLS_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
-const ROUTER = {
-  name: 'envoy.filters.http.router',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
-};
-const FAULT = {
-  name: 'envoy.filters.http.fault',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' },
-};
-const TLS_INSPECTOR = {
-  name: 'envoy.filters.listener.tls_inspector',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' },
-};
 
 /** ingressListenerName is Istio's gateway Listener name for a port: `0.0.0.0_<port>`. */
 export function ingressListenerName(port: number): string {

@@ -3,6 +3,7 @@ import type { ProxyModel } from '../model/proxy.js';
 import type { PushContext } from '../push-context.js';
 import { ADS_SOURCE, toResource, type GeneratedResource } from './common.js';
 import { CORS_FILTER } from './cors.js';
+import { FAULT_FILTER as FAULT, HCM_TYPE, ROUTER_FILTER as ROUTER } from './envoy-filters.js';
 import { generateInboundListener, INBOUND_LISTENER_PORT } from './inbound.js';
 import { OUTBOUND_ROUTE_NAME } from './rds.js';
 import { WEBSOCKET_UPGRADE } from './upstream-protocol.js';
@@ -12,17 +13,6 @@ import { generateTcpListeners } from './tcp-listeners.js';
 export const OUTBOUND_PORT = 15001;
 /** INBOUND_PORT is where a sidecar accepts peers (mutual TLS, and plaintext where PeerAuthentication allows it). */
 export const INBOUND_PORT = INBOUND_LISTENER_PORT;
-
-const ROUTER = {
-  name: 'envoy.filters.http.router',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
-};
-const FAULT = {
-  name: 'envoy.filters.http.fault',
-  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' },
-};
-const HCM_TYPE =
-  'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 
 /**
  * generateListeners is the LDS generator for a sidecar in explicit mode:
