@@ -2,16 +2,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import pino, { type Logger } from 'pino';
 import { ClusterType } from '@fedmesh/proxy';
 import { loadManifestText } from './config/file-source.js';
 import { ConfigStore, type StoredObject } from './config/store.js';
 import { captureOutboundChains, generateClusters } from './generators/index.js';
 import { Istiod } from './istiod.js';
-import { startFakeApiServer, type FakeObject } from './kube/testing/index.js';
+import { memoryLogger, startFakeApiServer, waitUntil, type FakeObject } from './kube/testing/index.js';
 import { meshSettingsFrom, parseMeshConfig } from './mesh-config.js';
 import { parseProxyNode } from './model/proxy.js';
 import { PushContext, type MeshSettings } from './push-context.js';
@@ -27,26 +25,6 @@ const BASE: MeshSettings = {
   clusterId: 'Kubernetes',
   network: '',
 };
-
-function memoryLogger(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const dest = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: pino({ level: 'debug' }, dest), lines };
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /** bookinfoPush is a push of Bookinfo and its pods (no DestinationRule) under the given mesh config YAML. */
 function bookinfoPush(meshYaml: string): PushContext {

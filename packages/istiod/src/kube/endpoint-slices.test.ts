@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import pino, { type Logger } from 'pino';
 import { ConfigStore, type StoredObject } from '../config/store.js';
 import { KubeObjectsRegistry } from '../registry/kube-objects.js';
 import { parseEndpointSlice, parseEndpoints } from './endpoint-kinds.js';
@@ -9,7 +7,10 @@ import { parseEndpointMode, type EndpointMode } from './endpoint-mode.js';
 import { KubeConfigSource } from './source.js';
 import {
   DEFAULT_FAKE_RESOURCES,
+  fakePod,
+  memoryLogger,
   startFakeApiServer,
+  waitUntil,
   type FakeObject,
   type FakeResource,
   type RunningFakeApiServer,
@@ -17,34 +18,8 @@ import {
 
 const HOST = 'reviews.default.svc.cluster.local';
 
-function memoryLogger(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const dest = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: pino({ level: 'debug' }, dest), lines };
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 function pod(name: string, ip: string, version: string): FakeObject {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: 'default', labels: { app: 'reviews', version } },
-    spec: { serviceAccountName: 'bookinfo-reviews', containers: [{ name: 'app', image: 'reviews' }] },
-    status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
-  };
+  return fakePod(name, ip, { app: 'reviews', version }, { serviceAccount: 'bookinfo-reviews', image: 'reviews' });
 }
 
 interface SliceEndpoint {

@@ -1,47 +1,21 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino, { type Logger } from 'pino';
 import { ConfigStore, type StoredObject } from '../config/store.js';
 import { KUBE_OWNER, KubeConfigSource, loadKubeConfig, type KubeConfigSourceOptions } from './source.js';
 import {
   DEFAULT_FAKE_RESOURCES,
+  fakePod,
+  memoryLogger,
   startFakeApiServer,
+  waitUntil,
   type FakeObject,
   type RunningFakeApiServer,
 } from './testing/index.js';
 
-/** memoryLogger keeps every log line as parsed JSON. */
-function memoryLogger(): { log: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const dest = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: pino({ level: 'debug' }, dest), lines };
-}
-
-async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function pod(name: string, ip: string, labels: Record<string, string>): FakeObject {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: 'default', labels },
-    spec: { serviceAccountName: 'bookinfo-reviews', containers: [{ name: 'app', image: 'reviews:v1' }] },
-    status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] },
-  };
+  return fakePod(name, ip, labels, { serviceAccount: 'bookinfo-reviews', image: 'reviews:v1' });
 }
 
 function virtualService(weights: [number, number]): FakeObject {

@@ -11,6 +11,7 @@ import { FakeApiServer, type FakeApiServerOptions } from './fake-apiserver.js';
 
 export { FakeApiServer, type FakeApiServerOptions, type RecordedRequest } from './fake-apiserver.js';
 export { DEFAULT_FAKE_RESOURCES, type FakeObject, type FakeResource } from './fake-store.js';
+export { fakePod, memoryLogger, waitUntil } from './test-support.js';
 export { FAKE_ISSUER, FakeTokenIssuer, type IssueTokenOptions, type TokenReviewStatus } from './fake-tokens.js';
 
 /** RunningFakeApiServer is a started fake with a kubeconfig that reaches it over TLS with a bearer token. */
