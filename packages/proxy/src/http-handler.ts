@@ -16,7 +16,7 @@ import type { SocketAddress } from './capture/original-dst.js';
 import { routeForDestination } from './capture/route-by-destination.js';
 import { injectSpan, startSpan, type TraceContext } from './tracing.js';
 import { grpcStatusOf, isGrpcRequest, relayResponse } from './http2/relay.js';
-import { isHttp2Request } from './http2/h2-server.js';
+import { isHttp2Request, responseDelivered } from './http2/h2-server.js';
 
 /** WorkloadInfo describes the proxy's own workload, for metric labels and access logs. */
 export interface WorkloadInfo {
@@ -614,7 +614,7 @@ function respond(
     x.done(status);
   });
   res.on('close', () => {
-    if (!res.writableFinished) {
+    if (!responseDelivered(res)) {
       clearTimeout(bodyTimer);
       x.flags.add('DC');
       ures.destroy();

@@ -140,6 +140,11 @@ export async function forward(
   const label = { cluster_name: cluster.name };
   const out: ForwardResult = { flags: [], attempts: 0, cluster: cluster.name };
   const gone = new Cancellation();
+  // Before the response starts, an HTTP/2 downstream's RST_STREAM is not seen here (Node's Http2ServerResponse
+  // reports writableFinished): the attempt completes and its response is dropped. Cancelling it would relay a
+  // rapid-reset flood onto the shared upstream HTTP/2 session, which the peer sidecar then closes with GOAWAY for
+  // every stream on it (test/src/protocols/http2.test.ts). Once the response has started, http-handler.ts cancels
+  // the upstream on a reset (`responseDelivered`).
   const onClose = (): void => {
     if (!res.writableFinished) gone.abort();
   };

@@ -2,11 +2,13 @@
  * Response back-pressure through real sidecars: while the downstream client does not read, the sidecars stop
  * reading the upstream response, so an app writing a 64 MiB body stalls well short of its end (nothing buffers
  * the rest in a proxy); once the client reads again the body arrives whole and in order. Between the sidecars
- * over HTTP/2 (ALPN, the default) and over HTTP/1.1 keep-alive (h2UpgradePolicy DO_NOT_UPGRADE).
+ * over HTTP/2 (ALPN, the default) and over HTTP/1.1 keep-alive (h2UpgradePolicy DO_NOT_UPGRADE). An HTTP/2 client
+ * that resets its stream mid-response makes both sidecars cancel upstream, so the app's response is closed early.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { after, before, test } from 'node:test';
 import { waitUntil, type LocalMesh, type TestPod } from '../harness.js';
 import {
@@ -28,12 +30,16 @@ let mesh: LocalMesh;
 let client: TestPod;
 const apps: TestApp[] = [];
 
-/** state is what the app has written of the current response, and whether it finished. */
-const state = { written: 0, finished: false };
+/** state is what the app has written of the current response, whether it finished, or was closed before that. */
+const state = { written: 0, finished: false, closedEarly: false };
 
 function streamBig(res: http.ServerResponse): void {
   state.written = 0;
   state.finished = false;
+  state.closedEarly = false;
+  res.on('close', () => {
+    if (!res.writableFinished) state.closedEarly = true;
+  });
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': TOTAL });
   let i = 0;
   const more = (): void => {
@@ -45,6 +51,31 @@ function streamBig(res: http.ServerResponse): void {
     res.end(() => (state.finished = true));
   };
   more();
+}
+
+/**
+ * streamSlow writes 1 KiB every 50 ms for 10 s: nothing is ever queued in the proxies, so their responses report
+ * every write flushed, and only the stream's reset tells them the client left.
+ */
+function streamSlow(res: http.ServerResponse): void {
+  state.written = 0;
+  state.finished = false;
+  state.closedEarly = false;
+  let i = 0;
+  res.writeHead(200, { 'content-type': 'application/octet-stream' });
+  const timer = setInterval(() => {
+    if (res.destroyed) return void clearInterval(timer);
+    res.write(CHUNK.subarray(0, 1024));
+    state.written += 1024;
+    if (++i === 200) {
+      clearInterval(timer);
+      res.end(() => (state.finished = true));
+    }
+  }, 50);
+  res.on('close', () => {
+    clearInterval(timer);
+    if (!res.writableFinished) state.closedEarly = true;
+  });
 }
 
 before(async () => {
@@ -62,7 +93,7 @@ spec:
   client = await mesh.addPod({ name: 'client-0', serviceAccount: 'client', labels: { app: 'client' } });
   for (const name of ['big', 'bigh1']) {
     const { app } = await addApp(mesh, name, 0);
-    app.handler = (_req, res) => streamBig(res);
+    app.handler = (req, res) => (req.url === '/slow' ? streamSlow(res) : streamBig(res));
     apps.push(app);
     await waitForEndpoints(client, name, 1);
   }
@@ -119,3 +150,21 @@ for (const [host, between] of [
     assert.equal(hash.digest('hex'), want.digest('hex'), 'the body arrived whole and in order');
     await waitUntil(() => state.finished, 10_000, 'the app finished its response');
   });
+
+test('an HTTP/2 client that resets its stream mid-response cancels the upstream request through both sidecars', async (t) => {
+  const session = http2.connect(`http://${client.ip}:15001`);
+  t.after(() => session.destroy());
+  const stream = session.request({ ':method': 'GET', ':path': '/slow', ':authority': 'big:8080' });
+  const status = await new Promise<number>((resolve, reject) => {
+    stream.once('response', (h) => resolve(Number(h[':status'])));
+    stream.once('error', reject);
+  });
+  assert.equal(status, 200);
+  await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+  stream.close(http2.constants.NGHTTP2_CANCEL);
+  // Node's Http2ServerResponse reports writableFinished after a reset; the proxies must still see the client gone
+  // and cancel upstream, so the app's response is closed before its end instead of stalling forever.
+  await waitUntil(() => state.closedEarly || state.finished, 15_000, "the app's response closed or finished");
+  t.diagnostic(`app wrote ${state.written / 1024} KiB of 200 before the cancel reached it`);
+  assert.equal(state.finished, false);
+});

@@ -36,6 +36,19 @@ export function isHttp2Request(req: http.IncomingMessage): boolean {
   return !(req instanceof http.IncomingMessage);
 }
 
+/**
+ * responseDelivered reports, in a response's `'close'` handler, whether the downstream response was sent whole.
+ * HTTP/1.1: `writableFinished`. HTTP/2: Node's `Http2ServerResponse` reports `writableFinished` true even after the
+ * client reset the stream (RST_STREAM, RFC 9113 §6.4), so there the response must also have been ended and its
+ * stream closed with NO_ERROR. A response not delivered means the downstream went away (Envoy's `DC`), and the
+ * caller cancels the upstream request.
+ */
+export function responseDelivered(res: http.ServerResponse): boolean {
+  const stream = (res as unknown as { stream?: http2.Http2Stream }).stream;
+  if (stream === undefined) return res.writableFinished;
+  return res.writableEnded && (stream.rstCode === undefined || stream.rstCode === http2.constants.NGHTTP2_NO_ERROR);
+}
+
 const floodCounters = new WeakMap<Registry, Counter<'envoy_http_conn_manager_prefix' | 'reason'>>();
 
 /**
