@@ -13,6 +13,7 @@ import type { HeaderMutation, RequestView, RouteEntry, RouteTable, VirtualHostEn
 import type { RequestGuardHook } from './http/request-guard.js';
 import { forward, type ForwardResult } from './router.js';
 import type { SocketAddress } from './capture/original-dst.js';
+import { endpointOfDestination } from './capture/original-dst-cluster.js';
 import { routeForDestination } from './capture/route-by-destination.js';
 import { injectSpan, startSpan, type TraceContext } from './tracing.js';
 import { grpcStatusOf, isGrpcRequest, relayResponse } from './http2/relay.js';
@@ -410,20 +411,26 @@ export function createHttpHandler(
       if ('reply' in g) return x.localReply(g.reply.status, g.reply.body, g.reply.details, g.reply.headers);
       x.view = g.view;
     }
-    const hit = routeForDestination(ctx.routes(), x.view, ctx.destinationOf?.(req));
+    const dst = ctx.destinationOf?.(req);
+    const hit = routeForDestination(ctx.routes(), x.view, dst);
     if (!hit) {
       x.flags.add('NR');
       return x.localReply(404, 'no route\n', 'route_not_found');
     }
     x.routeName = hit.route.name || null;
-    serve(x, hit.vh, hit.route).catch((err: unknown) => {
+    serve(x, hit.vh, hit.route, dst).catch((err: unknown) => {
       ctx.accessLog.error({ err }, 'request failed');
       x.localReply(500, 'internal error\n', 'internal_error');
     });
   };
 }
 
-async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Promise<void> {
+async function serve(
+  x: Exchange,
+  vh: VirtualHostEntry,
+  route: RouteEntry,
+  dst: SocketAddress | undefined,
+): Promise<void> {
   const { ctx, req, view } = x;
   x.trace = startSpan(req.headers, ctx.samplingPercent, x.random);
   const fault = route.fault;
@@ -536,6 +543,7 @@ async function serve(x: Exchange, vh: VirtualHostEntry, route: RouteEntry): Prom
     hash,
     random: x.random,
     elapsedMs: () => x.elapsedMs(),
+    originalDst: endpointOfDestination(dst),
     onEndpoint: (ep) => {
       const w = ep.workload;
       if (ctx.direction !== 'outbound' || !w) return;

@@ -142,14 +142,17 @@ export class RouteTable {
     this.prefixes.sort((a, b) => b.prefix.length - a.prefix.length);
   }
 
-  /** virtualHost finds the virtual host for an authority (case-insensitive), or undefined. */
-  virtualHost(authority: string): VirtualHostEntry | undefined {
+  /**
+   * virtualHost finds the virtual host for an authority (case-insensitive), or undefined. With `catchAll` false the
+   * `*` virtual host is left out (capture mode tries the original destination before it).
+   */
+  virtualHost(authority: string, catchAll = true): VirtualHostEntry | undefined {
     const host = authority.toLowerCase();
     const hit = this.exact.get(host);
     if (hit) return hit;
     for (const s of this.suffixes) if (host.endsWith(s.suffix) && host.length > s.suffix.length) return s.vh;
     for (const p of this.prefixes) if (host.startsWith(p.prefix) && host.length > p.prefix.length) return p.vh;
-    return this.catchAll;
+    return catchAll ? this.catchAll : undefined;
   }
 
   /** route finds the first matching route for a request, or undefined (Envoy answers 404 with flag NR). */

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import type { Readable } from 'node:stream';
 import { Cancellation, type Admission, type CancelSignal } from './circuit-breaker.js';
 import type { Endpoint, UpstreamCluster } from './cluster-manager.js';
+import { isOriginalDstCluster } from './capture/original-dst-cluster.js';
 import type { HttpHandlerContext } from './http-handler.js';
 import { hostKey } from './lb/types.js';
 import { sendMirrors } from './mirror.js';
@@ -29,6 +30,11 @@ export interface ForwardSpec {
   elapsedMs?: () => number;
   /** onEndpoint observes each host chosen (metric labels). */
   onEndpoint?: (ep: Endpoint) => void;
+  /**
+   * originalDst is the host of an `ORIGINAL_DST` cluster for this request: the original destination of its
+   * redirected connection (capture mode). Without one such a cluster has no host (503 `UH`, as Envoy).
+   */
+  originalDst?: Endpoint | undefined;
 }
 
 /** LocalReply is a response the proxy makes itself. */
@@ -122,7 +128,8 @@ function sleep(ms: number, signal: CancelSignal): Promise<void> {
  * - each attempt is admitted by the cluster's circuit breaker (overflow: 503, flag `UO`, `x-envoy-overloaded`;
  *   waiting as a pending request is bounded by the route timeout), goes to a host chosen by the cluster (hash,
  *   and hosts already tried excluded under the `previous_hosts` predicate; none: 503 `UH`), and carries
- *   `x-envoy-attempt-count` when the virtual host asks for it;
+ *   `x-envoy-attempt-count` when the virtual host asks for it; an `ORIGINAL_DST` cluster's one host is
+ *   `spec.originalDst`;
  * - the route `timeout` bounds the whole exchange and `per_try_timeout` each attempt (504 `UT`);
  * - a retriable outcome (`retry.ts`) is retried up to `num_retries` times after a jittered back-off, if the
  *   circuit breaker's `max_retries` or retry budget allows (else the outcome stands with flag `UO`); when
@@ -202,11 +209,13 @@ export async function forward(
         stats?.pendingOverflow.inc(label);
         return local(out, failureReply({ kind: 'failure', failure: 'overflow', requestSent: false }));
       }
-      const ep = ctx.clusters.pickEndpoint(cluster, {
-        hash: spec.hash,
-        exclude: tried,
-        hostSelectionAttempts: retry?.previousHosts ? retry.hostSelectionAttempts : 1,
-      });
+      const ep = isOriginalDstCluster(cluster)
+        ? spec.originalDst
+        : ctx.clusters.pickEndpoint(cluster, {
+            hash: spec.hash,
+            exclude: tried,
+            hostSelectionAttempts: retry?.previousHosts ? retry.hostSelectionAttempts : 1,
+          });
       if (!ep) {
         admission.release();
         retrySlot?.();

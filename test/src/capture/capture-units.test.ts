@@ -177,6 +177,76 @@ describe('route choice on a redirected connection', () => {
   });
 });
 
+describe('allow_any / block_all: HTTP to hosts the mesh does not know (capture mode)', () => {
+  const push = (mode?: 'ALLOW_ANY' | 'REGISTRY_ONLY') =>
+    bookinfoPush('10.96.7.0/24', [], mode ? { outboundTrafficPolicy: mode } : {});
+  const routes = (mode: 'ALLOW_ANY' | 'REGISTRY_ONLY' | undefined, interception: string): RouteTable => {
+    const proxy = node('sleep-0', '10.0.0.9', 'sleep', { app: 'sleep' }, interception);
+    const rds = createGenerators().get(TypeUrl.RouteConfiguration)?.(push(mode), proxy, []) ?? [];
+    assert.ok(rds[0]);
+    const decoded = RouteConfigurationType.decode(rds[0].resource);
+    assert.ok(
+      'value' in decoded,
+      `the proxy accepts the RouteConfiguration: ${'error' in decoded ? String(decoded.error) : ''}`,
+    );
+    return decoded.value;
+  };
+  const vip = (p: ReturnType<typeof push>): string =>
+    p.service('reviews.default.svc.cluster.local')?.addresses?.[0] ?? '';
+  const ext: SocketAddress = { address: '192.0.2.7', port: 9080, family: 'IPv4' };
+  const get = (authority: string): RequestView => ({
+    method: 'GET',
+    authority,
+    path: '/',
+    scheme: 'http',
+    headers: {},
+  });
+
+  it('ALLOW_ANY (default): the last virtual host is allow_any, * to PassthroughCluster, without timeout', () => {
+    for (const mode of [undefined, 'ALLOW_ANY'] as const) {
+      const table = routes(mode, 'REDIRECT');
+      const last = table.config.virtual_hosts?.at(-1);
+      assert.equal(last?.name, 'allow_any');
+      assert.deepEqual(last?.domains, ['*']);
+      assert.equal(last?.routes?.[0]?.name, 'allow_any');
+      assert.equal(last?.routes?.[0]?.route?.cluster, 'PassthroughCluster');
+      assert.equal(Number(last?.routes?.[0]?.route?.timeout?.seconds ?? -1), 0);
+      const hit = routeForDestination(table, get('192.0.2.7:9080'), ext);
+      assert.equal(hit?.vh.name, 'allow_any');
+    }
+  });
+
+  it('REGISTRY_ONLY: block_all answers a direct 502', () => {
+    const table = routes('REGISTRY_ONLY', 'REDIRECT');
+    const last = table.config.virtual_hosts?.at(-1);
+    assert.equal(last?.name, 'block_all');
+    assert.deepEqual(last?.domains, ['*']);
+    const hit = routeForDestination(table, get('example.com'), ext);
+    assert.equal(hit?.route.name, 'block_all');
+    assert.deepEqual(hit?.route.action.kind === 'direct' ? hit.route.action.status : undefined, 502);
+  });
+
+  it('mesh hosts and virtual IPs still win over the catch-all, whatever the Host header', () => {
+    const p = push('REGISTRY_ONLY');
+    const table = routes('REGISTRY_ONLY', 'REDIRECT');
+    const dst: SocketAddress = { address: vip(p), port: 9080, family: 'IPv4' };
+    assert.equal(routeForDestination(table, get('reviews'), dst)?.vh.name, 'reviews.default.svc.cluster.local:9080');
+    assert.equal(
+      routeForDestination(table, get('nobody.example'), dst)?.vh.name,
+      'reviews.default.svc.cluster.local:9080',
+      'the virtual IP dialled is tried before *',
+    );
+  });
+
+  it('explicit mode gets no catch-all: unknown hosts stay 404 NR (no original destination to pass through to)', () => {
+    for (const mode of [undefined, 'REGISTRY_ONLY'] as const) {
+      const table = routes(mode, 'NONE');
+      assert.ok(!table.config.virtual_hosts?.some((v) => v.domains.includes('*')));
+      assert.equal(routeForDestination(table, get('example.com:9080'), undefined), undefined);
+    }
+  });
+});
+
 describe("Envoy's destination_port filter chain level", () => {
   const chain = (name: string, port?: number, sni?: string[]): { chain: EnvoyFilterChain; name: string } => ({
     name,

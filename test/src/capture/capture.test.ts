@@ -3,7 +3,10 @@
  * host side of a private /24; a `sleep` pod and a `reviews` pod each get their own namespace with Istio's
  * iptables rules (`fedmesh iptables`) and a sidecar in REDIRECT mode running as uid 1337. curl, which knows nothing
  * of the mesh, calls `http://reviews:9080/` (the name maps to the virtual IP istiod gave the Service) and the
- * reviews app sees the caller's SPIFFE ID, which its sidecar set after verifying the caller's certificate.
+ * reviews app sees the caller's SPIFFE ID, which its sidecar set after verifying the caller's certificate. An `ext`
+ * pod outside the mesh (no rules, no sidecar) serves plain HTTP on 9080, an HTTP port of the mesh: requests to it
+ * by IP take the sleep sidecar's HTTP chain and its catch-all virtual host, `allow_any` (PassthroughCluster) or,
+ * once the mesh config file says REGISTRY_ONLY, `block_all` (502).
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -22,6 +25,9 @@ import { captureUnavailable, PodNetwork, type CommandResult, type Pod } from './
 const PROXY_UID = 1337;
 const REVIEWS = 'reviews.default.svc.cluster.local';
 const unavailable = await captureUnavailable();
+
+/** EXT_APP: a plain HTTP server outside the mesh answering `external-http <path>` (argv: port, host). */
+const EXT_APP = `require('http').createServer((q, r) => r.end('external-http ' + q.url)).listen(Number(process.argv[1]), process.argv[2]);`;
 
 async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -49,7 +55,9 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
   let istiod: Istiod | undefined;
   let sleep: Pod;
   let reviews: Pod;
+  let ext: Pod;
   let vip: string;
+  let meshFile: string;
   const logs = (name: string): string => path.join(dir, `${name}.log`);
 
   before(async () => {
@@ -58,7 +66,10 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
     fs.chmodSync(dir, 0o755);
     const serviceCidr = `10.96.${10 + Math.floor(Math.random() * 240)}.0/24`;
     net = await PodNetwork.create({ serviceCidr });
+    meshFile = path.join(dir, 'mesh.yaml');
+    fs.writeFileSync(meshFile, '');
     istiod = new Istiod({
+      meshConfigFile: meshFile,
       host: net.hostIp,
       xdsPlainPort: 15010,
       xdsTlsPort: 15012,
@@ -74,6 +85,8 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
 
     sleep = await net.addPod('sleep', { reviews: vip, [`reviews.default.svc.cluster.local`]: vip });
     reviews = await net.addPod('reviews');
+    ext = await net.addPod('ext');
+    net.spawn(ext, [process.execPath, '-e', EXT_APP, '9080', ext.ip], logs('ext.app'));
     const rootCert = path.join(dir, 'root-cert.pem');
     fs.writeFileSync(rootCert, istiod.ca.rootCertsPem.join(''), { mode: 0o644 });
     const pods = [
@@ -275,5 +288,42 @@ describe('transparent capture (iptables REDIRECT, SO_ORIGINAL_DST)', { skip: una
     assert.equal(body.service, 'reviews');
     assert.equal(body.path, '/nosni');
     assert.equal(body.callerPrincipal, 'spiffe://cluster.local/ns/default/sa/tester');
+  });
+
+  /** curlStatus runs curl in the sleep pod and returns `<status> <body>`. */
+  async function curlStatus(url: string): Promise<string> {
+    const r = await net!.exec(sleep, 'curl', ['-sS', '-m', '30', '-w', ' %{http_code}', url], 45_000);
+    assert.equal(r.code, 0, `curl failed: ${r.stderr}`);
+    const at = r.stdout.lastIndexOf(' ');
+    return `${r.stdout.slice(at + 1)} ${r.stdout.slice(0, at)}`;
+  }
+
+  it('HTTP to a host outside the mesh: allow_any passes it through; REGISTRY_ONLY answers 502 (block_all)', async () => {
+    // ALLOW_ANY (the default): the sidecar's allow_any route sends it to PassthroughCluster, the original destination.
+    assert.equal(await curlStatus(`http://${ext.ip}:9080/out`), '200 external-http /out');
+    await until('an access log line for allow_any with the original destination as upstream host', 10_000, async () =>
+      fs
+        .readFileSync(logs('sleep-0.proxy'), 'utf8')
+        .split('\n')
+        .some((l) => l.includes('"upstream_cluster":"PassthroughCluster"') && l.includes(`"${ext.ip}:9080"`)),
+    );
+    fs.writeFileSync(meshFile, 'outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n');
+    try {
+      await until('REGISTRY_ONLY to block ext', 30_000, async () =>
+        (await curlStatus(`http://${ext.ip}:9080/out`)).startsWith('502 '),
+      );
+      // Mesh services still route, by name and by virtual IP.
+      const byName = await curlStatus('http://reviews:9080/still');
+      assert.match(byName, /^200 /);
+      assert.equal((JSON.parse(byName.slice(4)) as { service: string }).service, 'reviews');
+      assert.match(await curlStatus(`http://${vip}:9080/`), /^200 /);
+    } finally {
+      fs.writeFileSync(meshFile, '');
+    }
+    await until(
+      'ALLOW_ANY to let ext through again',
+      30_000,
+      async () => (await curlStatus(`http://${ext.ip}:9080/again`)) === '200 external-http /again',
+    );
   });
 });

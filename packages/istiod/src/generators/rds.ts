@@ -13,6 +13,7 @@ import { isHttpProtocol, type MeshService, type ServicePort } from '../model/ser
 import { gatewayKey, type PushContext } from '../push-context.js';
 import { effectivePolicy } from './cds.js';
 import { durationToProto, matchesLabels, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { PASSTHROUGH_CLUSTER } from './capture-outbound.js';
 import { CORS_FILTER_NAME, corsPolicyConfig } from './cors.js';
 import { effectiveHttpRoutes } from './delegate.js';
 import { hashPolicy } from './traffic-policy.js';
@@ -410,11 +411,47 @@ function defaultRouteAction(push: PushContext, proxy: ProxyModel, svc: MeshServi
   };
 }
 
+/** ALLOW_ANY_ROUTE_NAME is Istio's name of the catch-all virtual host and route to `PassthroughCluster`. */
+export const ALLOW_ANY_ROUTE_NAME = 'allow_any';
+/** BLOCK_ALL_ROUTE_NAME is Istio's name of the catch-all virtual host and route answering 502 (REGISTRY_ONLY). */
+export const BLOCK_ALL_ROUTE_NAME = 'block_all';
+
+/**
+ * catchAllVirtualHost is the last virtual host of a capture-mode sidecar's outbound RouteConfiguration, for HTTP
+ * requests to hosts the mesh does not know (Istio's `buildCatchAllVirtualHost`, pilot/pkg/networking/core/
+ * httproute.go): under `outboundTrafficPolicy` ALLOW_ANY (the default) `allow_any`, domains `*`, one route
+ * `allow_any` to `PassthroughCluster` (ORIGINAL_DST: the destination the app dialled) without timeout; under
+ * REGISTRY_ONLY `block_all`, one route `block_all` with a direct response 502. Explicit-mode sidecars get none: a
+ * request that names no known host has no original destination to pass through to, and stays a 404 `NR`.
+ */
+export function catchAllVirtualHost(policy: PushContext['mesh']['outboundTrafficPolicy']): object {
+  if (policy === 'REGISTRY_ONLY')
+    return {
+      name: BLOCK_ALL_ROUTE_NAME,
+      domains: ['*'],
+      routes: [{ name: BLOCK_ALL_ROUTE_NAME, match: { prefix: '/' }, direct_response: { status: 502 } }],
+      include_request_attempt_count: true,
+    };
+  return {
+    name: ALLOW_ANY_ROUTE_NAME,
+    domains: ['*'],
+    routes: [
+      {
+        name: ALLOW_ANY_ROUTE_NAME,
+        match: { prefix: '/' },
+        route: { cluster: PASSTHROUGH_CLUSTER, timeout: durationToProto(0) },
+      },
+    ],
+    include_request_attempt_count: true,
+  };
+}
+
 /**
  * generateRoutes is the RDS generator: the `outbound` RouteConfiguration with one virtual host per visible HTTP
  * service port (`<host>:<port>`, with `include_request_attempt_count` as Istio sets it), routes from the
  * VirtualService bound to that host, or else one default route to `outbound|<port>||<host>` with Istio's default
  * retry policy and no timeout. Routes carry the `hash_policy` of their destination's consistent hash, if any.
+ * A capture-mode sidecar (`INTERCEPTION_MODE: REDIRECT`) also gets {@link catchAllVirtualHost}, last.
  */
 export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: string[] = []): GeneratedResource[] {
   const virtualHosts: object[] = [];
@@ -438,6 +475,8 @@ export function generateRoutes(push: PushContext, proxy: ProxyModel, warnings: s
       virtualHosts.push({ name: `${svc.hostname}:${port.port}`, domains, routes, include_request_attempt_count: true });
     }
   }
+  if (proxy.type === 'sidecar' && proxy.interceptionMode === 'REDIRECT')
+    virtualHosts.push(catchAllVirtualHost(push.mesh.outboundTrafficPolicy));
   return [
     toResource(TypeUrl.RouteConfiguration, OUTBOUND_ROUTE_NAME, {
       name: OUTBOUND_ROUTE_NAME,

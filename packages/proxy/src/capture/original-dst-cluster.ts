@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { Endpoint, UpstreamCluster } from '../cluster-manager.js';
 import { destinationOf } from './listener-destination.js';
+import type { SocketAddress } from './original-dst.js';
 
 /** isOriginalDstCluster reports whether a cluster is Envoy's `ORIGINAL_DST` type (Istio's PassthroughCluster). */
 export function isOriginalDstCluster(cluster: UpstreamCluster): boolean {
@@ -15,7 +16,15 @@ export function isOriginalDstCluster(cluster: UpstreamCluster): boolean {
  * either (`UH`), and dialling the listener's own address would loop.
  */
 export function originalDstEndpoint(down: net.Socket): Endpoint | undefined {
-  const dst = destinationOf(down);
+  return endpointOfDestination(destinationOf(down));
+}
+
+/**
+ * endpointOfDestination is the `ORIGINAL_DST` host for an original destination (`address`, `port`), or undefined
+ * without one. The HTTP router uses it per request: the host of an `ORIGINAL_DST` cluster route (Istio's
+ * `allow_any` to PassthroughCluster) is where the request's connection was going.
+ */
+export function endpointOfDestination(dst: SocketAddress | undefined): Endpoint | undefined {
   if (!dst) return undefined;
   return {
     address: dst.address,

@@ -26,8 +26,9 @@ export function authorityCandidates(authority: string, dst: SocketAddress): stri
 /**
  * routeForDestination picks the route of a request that arrived on a redirected connection: the first of
  * {@link authorityCandidates} that names a virtual host of `table` decides the virtual host (so the Host header
- * still works, and a request whose Host names no service is routed by the virtual IP:port the app dialled), then
- * the first matching route of that virtual host. Returns undefined when no virtual host or no route matches
+ * still works, and a request whose Host names no service is routed by the virtual IP:port the app dialled), else
+ * the `*` virtual host (Istio's `allow_any` / `block_all`, for destinations the mesh does not know), then the first
+ * matching route of that virtual host. Returns undefined when no virtual host or no route matches
  * (Envoy's 404 with flag NR). With no original destination it is `table.route(view)`.
  */
 export function routeForDestination(
@@ -37,15 +38,15 @@ export function routeForDestination(
 ): { vh: VirtualHostEntry; route: RouteEntry } | undefined {
   if (!table) return undefined;
   if (!dst) return table.route(view);
-  for (const authority of authorityCandidates(view.authority, dst)) {
-    const vh = table.virtualHost(authority);
-    if (!vh) continue;
-    // Routes match the request as sent (its own `:authority`); only the virtual host comes from the candidate.
-    const q = view.path.indexOf('?');
-    const pathOnly = q >= 0 ? view.path.slice(0, q) : view.path;
-    const query = new URLSearchParams(q >= 0 ? view.path.slice(q + 1) : '');
-    const route = vh.routes.find((r) => r.matches(view, pathOnly, query));
-    return route ? { vh, route } : undefined;
-  }
-  return undefined;
+  const vh =
+    authorityCandidates(view.authority, dst)
+      .map((a) => table.virtualHost(a, false))
+      .find((v) => v !== undefined) ?? table.virtualHost(view.authority);
+  if (!vh) return undefined;
+  // Routes match the request as sent (its own `:authority`); only the virtual host comes from the candidate.
+  const q = view.path.indexOf('?');
+  const pathOnly = q >= 0 ? view.path.slice(0, q) : view.path;
+  const query = new URLSearchParams(q >= 0 ? view.path.slice(q + 1) : '');
+  const route = vh.routes.find((r) => r.matches(view, pathOnly, query));
+  return route ? { vh, route } : undefined;
 }

@@ -12,6 +12,7 @@ import https from 'node:https';
 import type net from 'node:net';
 import { headerString, roundMs, type AccessLogEntry } from '../access-log.js';
 import type { Endpoint, UpstreamCluster } from '../cluster-manager.js';
+import { endpointOfDestination, isOriginalDstCluster } from '../capture/original-dst-cluster.js';
 import { routeForDestination } from '../capture/route-by-destination.js';
 import { applyMutations, PEER_METADATA_HEADER, type HttpHandlerContext } from '../http-handler.js';
 import { blankLabels, type IstioLabels } from '../metrics.js';
@@ -279,7 +280,8 @@ async function tunnel(
     if ('reply' in g) return reply(g.reply.status, g.reply.body, g.reply.details, undefined, g.reply.headers);
     view = g.view;
   }
-  const hit = routeForDestination(routes, view, ctx.destinationOf?.(req));
+  const dst = ctx.destinationOf?.(req);
+  const hit = routeForDestination(routes, view, dst);
   if (!hit) return reply(404, 'no route\n', 'route_not_found', 'NR');
   const action = hit.route.action;
   if (action.kind !== 'route') return reply(403, 'upgrade not routed to a cluster\n', 'upgrade_failed');
@@ -289,7 +291,7 @@ async function tunnel(
   if (!cluster) return reply(503, 'no cluster\n', 'cluster_not_found', 'NC');
   const admission = await cluster.breaker.acquire();
   if (!admission.ok) return reply(503, 'overflow\n', 'upstream_reset_before_response_started{overflow}', 'UO');
-  const ep = ctx.clusters.pickEndpoint(cluster);
+  const ep = isOriginalDstCluster(cluster) ? endpointOfDestination(dst) : ctx.clusters.pickEndpoint(cluster);
   if (!ep) {
     admission.release();
     return reply(503, 'no healthy upstream', 'no_healthy_upstream', 'UH');
