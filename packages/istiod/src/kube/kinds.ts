@@ -1,4 +1,4 @@
-import { MESH_RESOURCE_KINDS, validateResource, type ValidationIssue } from '@fedmesh/api';
+import { MESH_RESOURCE_KINDS, TLS_SECRET_TYPE, validateResource, type ValidationIssue } from '@fedmesh/api';
 import type { StoredObject } from '../config/store.js';
 
 /** KubeObject is an object as the Kubernetes API serves it (list items lack `apiVersion` and `kind`). */
@@ -102,10 +102,34 @@ const NamespaceKind: MirroredKind = {
   },
 };
 
+/** LAST_APPLIED is kubectl's annotation holding the whole applied object: for a Secret, its key material. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * TlsSecretKind mirrors core v1 Secrets of type `kubernetes.io/tls` only, asked of the API server with the field
+ * selector `type=kubernetes.io/tls` (so other Secrets never leave it), cluster-wide as Istio's istiod reads them;
+ * which namespace a gateway may read is decided at generation (a gateway's `credentialName` in its own namespace).
+ * Validation is the file source's (`validateResource`: the certificate parses, the key matches it, messages carry
+ * field paths and never a value). kubectl's last-applied annotation is dropped before storing: it repeats `data`.
+ */
+export const TlsSecretKind: MirroredKind = (() => {
+  const base = fromMeshKind('Secret');
+  return {
+    ...base,
+    fieldSelector: `type=${TLS_SECRET_TYPE}`,
+    validate(obj) {
+      const annotations = obj.metadata?.annotations;
+      if (annotations === undefined || !(LAST_APPLIED in annotations)) return base.validate(obj);
+      const { [LAST_APPLIED]: _dropped, ...rest } = annotations;
+      return base.validate({ ...obj, metadata: { ...obj.metadata, annotations: rest } });
+    },
+  };
+})();
+
 /**
  * MIRRORED_KINDS are the kinds {@link KubeConfigSource} watches by default: core v1 Services, Pods (the endpoint
  * source: a Ready pod with a `podIP` selected by a Service is an endpoint, as in `KubeObjectsRegistry`),
- * Namespaces and ServiceAccounts, and Istio's networking.istio.io v1 and security.istio.io v1 kinds (the
+ * Namespaces, ServiceAccounts and `kubernetes.io/tls` Secrets ({@link TlsSecretKind}), and Istio's networking.istio.io v1 and security.istio.io v1 kinds (the
  * versions `deploy/k8s/10-crds.yaml` stores).
  */
 export const MIRRORED_KINDS: readonly MirroredKind[] = Object.freeze([
@@ -113,6 +137,7 @@ export const MIRRORED_KINDS: readonly MirroredKind[] = Object.freeze([
   fromMeshKind('Pod'),
   NamespaceKind,
   fromMeshKind('ServiceAccount'),
+  TlsSecretKind,
   fromMeshKind('VirtualService'),
   fromMeshKind('DestinationRule'),
   fromMeshKind('Gateway'),

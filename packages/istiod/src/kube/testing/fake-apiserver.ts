@@ -436,8 +436,8 @@ type WatchEventLike = { type: string; object: FakeObject };
 
 /**
  * fieldSelector returns the filter of a request's `fieldSelector` (comma-separated `metadata.name=`,
- * `metadata.namespace=`, with `==` or `!=`, the fields every kind supports); everything passes without one. An
- * unsupported field selects nothing.
+ * `metadata.namespace=`, with `==` or `!=`, the fields every kind supports, and a Secret's `type`, as the API
+ * server's Secret strategy adds); everything passes without one. An unsupported field selects nothing.
  */
 function fieldSelector(url: URL): (o: FakeObject) => boolean {
   const sel = url.searchParams.get('fieldSelector');
@@ -454,7 +454,11 @@ function fieldSelector(url: URL): (o: FakeObject) => boolean {
           ? o.metadata.name
           : t.field === 'metadata.namespace'
             ? o.metadata.namespace
-            : undefined;
+            : t.field === 'type' && o.kind === 'Secret'
+              ? typeof o['type'] === 'string'
+                ? o['type']
+                : 'Opaque'
+              : undefined;
       if (v === undefined && t.field !== 'metadata.namespace') return false;
       return (v === t.value) !== t.neg;
     });
