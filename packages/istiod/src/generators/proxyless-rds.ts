@@ -5,6 +5,7 @@ import type { ProxyModel } from '../model/proxy.js';
 import type { MeshService, ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
 import { durationToProto, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { effectiveHttpRoutes } from './delegate.js';
 import { FAULT_FILTER_NAME, appliedMatches, destinationCluster, faultConfig, routeMatch } from './rds.js';
 
 /**
@@ -96,10 +97,8 @@ function translateRoute(
 ): object | undefined {
   const ns = namespaceOf(vs);
   const where = `${vs.metadata.name}.${ns} http[${idx}]`;
-  if (r.redirect || r.directResponse || r.delegate) {
-    warnings.push(
-      `${where}: redirect, directResponse and delegate are not supported by proxyless gRPC; route left out`,
-    );
+  if (r.redirect || r.directResponse) {
+    warnings.push(`${where}: redirect and directResponse are not supported by proxyless gRPC; route left out`);
     return undefined;
   }
   const bad = unsupportedMatch(m);
@@ -139,8 +138,9 @@ function translateRoute(
  * (gRFC A28 routing, A31 timeouts, A33 fault injection, A44 retries): `uri` exact/prefix/regex and header
  * matches (`withoutHeaders` inverted), one cluster or weighted clusters, `timeout` as `max_stream_duration`,
  * `retries` as a gRPC retry policy (Istio's default when unset, none for `attempts: 0`), `fault` as the fault
- * filter's per-route override. Routes gRPC would refuse (redirect, direct response, delegate, or matching on
- * method, scheme, authority or query) are left out with a warning rather than NACKed by every client.
+ * filter's per-route override. A `delegate` route is replaced by the delegate's routes merged under it, as for
+ * sidecars (`effectiveHttpRoutes`, delegate.ts). Routes gRPC would refuse (redirect, direct response, or matching
+ * on method, scheme, authority or query) are left out with a warning rather than NACKed by every client.
  */
 export function proxylessRoutes(
   push: PushContext,
@@ -150,12 +150,11 @@ export function proxylessRoutes(
   warnings: string[],
 ): object[] {
   const out: object[] = [];
-  (vs.spec.http ?? []).forEach((r, i) => {
-    for (const { match, idx } of appliedMatches(r, i, proxy, port, namespaceOf(vs), 'mesh')) {
+  for (const { route: r, index } of effectiveHttpRoutes(push, vs, warnings))
+    for (const { match, idx } of appliedMatches(r, index, proxy, port, namespaceOf(vs), 'mesh')) {
       const route = translateRoute(push, vs, r, match, port, idx, warnings);
       if (route) out.push(route);
     }
-  });
   return out;
 }
 
