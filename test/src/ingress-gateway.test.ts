@@ -2,8 +2,8 @@
  * Istio's Bookinfo ingress as a platform team coming from Istio runs it: `fedmesh up` with `bookinfo.yaml` and
  * `bookinfo-gateway.yaml` unchanged starts an ingress gateway labelled `istio: ingressgateway`; a request to its
  * 8080 for /productpage reaches productpage over mTLS (productpage's sidecar saw the gateway's SPIFFE ID), a path
- * not in the VirtualService gets 404 NR, and a SIMPLE TLS server whose certificate comes from a Secret terminates
- * TLS with that certificate.
+ * not in the VirtualService gets 404 NR, a wildcard host matches a Host header carrying a port (strip_any_host_port),
+ * and a SIMPLE TLS server whose certificate comes from a Secret terminates TLS with that certificate.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
@@ -106,6 +106,53 @@ test('a path the VirtualService does not route gets 404 NR, counted with reporte
     'destination_service="productpage.default.svc.cluster.local"',
   ])
     assert.ok(ok.includes(label), `${label} in ${ok}`);
+});
+
+test('a wildcard host matches a Host header with a port; the port is stripped before routing and forwarding', async () => {
+  const manifests = path.join(stateDir, 'wildcard-gateway.yaml');
+  fs.writeFileSync(
+    manifests,
+    `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: wildcard-gateway, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: 8081, name: http-wildcard, protocol: HTTP }
+    hosts: ["*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: bookinfo-wildcard, namespace: default }
+spec:
+  hosts: ["*.example.com"]
+  gateways: [wildcard-gateway]
+  http:
+  - match: [{ uri: { exact: /productpage } }]
+    route: [{ destination: { host: productpage, port: { number: 9080 } } }]
+`,
+  );
+  const applied = await fedmesh(['apply', '-f', manifests, '--state-dir', stateDir]);
+  assert.equal(applied.code, 0, applied.stderr);
+  const url = `http://${gw.address}:8081/productpage`;
+  let last: { status: number; body: string } | undefined;
+  await waitUntil(
+    async () => {
+      try {
+        last = await get(url, { host: 'bookinfo.example.com:8081' });
+        return last.status === 200;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    'bookinfo.example.com:8081 routed by *.example.com',
+  );
+  const echo = JSON.parse(last?.body ?? '{}') as { service: string; headers: Record<string, string> };
+  assert.equal(echo.service, 'productpage');
+  assert.equal(echo.headers['host'], 'bookinfo.example.com', 'forwarded without the port, as Envoy does');
+  assert.equal((await get(url, { host: 'Reviews.Example.com:80' })).status, 200, 'any port, any case');
+  assert.equal((await get(url, { host: 'bookinfo.example.org:8081' })).status, 404, 'another domain is not routed');
 });
 
 test('a SIMPLE TLS server terminates TLS with the certificate of its credentialName Secret', async () => {

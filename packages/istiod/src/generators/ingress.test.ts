@@ -137,6 +137,7 @@ describe("Istio's bookinfo-gateway.yaml, unchanged, on an ingress gateway", () =
     assert.ok(chain);
     assert.equal(chain.transport_socket, undefined, 'plain HTTP');
     assert.equal(hcmOf(chain)?.rds?.route_config_name, 'http.8080');
+    assert.equal(hcmOf(chain)?.strip_any_host_port, true, 'the Host port is stripped before routing');
   });
 
   it('http.8080 routes the five productpage paths to productpage:9080 and nothing else (404 NR)', () => {
@@ -374,6 +375,7 @@ spec:
     assert.equal(ctx?.require_client_certificate, undefined);
     assert.ok(chain);
     assert.equal(hcmOf(chain)?.rds?.route_config_name, 'https.8443.https.secure.default');
+    assert.equal(hcmOf(chain)?.strip_any_host_port, true);
     assert.ok(routeTable(p, INGRESS, 'https.8443.https.secure.default'));
     const sds = generate(TypeUrl.Secret, p, INGRESS);
     assert.deepEqual(

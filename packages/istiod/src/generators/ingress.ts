@@ -149,6 +149,8 @@ function hcm(port: number, routeName: string, rbac: readonly object[], normaliza
       http_filters: [...rbac, FAULT, CORS_FILTER, ROUTER],
       upgrade_configs: [WEBSOCKET_UPGRADE],
       use_remote_address: { value: true },
+      // The Host's port is not part of the Gateway host: `*.example.com` matches `a.example.com:8080`.
+      strip_any_host_port: true,
       ...normalization,
     },
   };
@@ -214,7 +216,8 @@ function tlsChain(
  * the SDS certificate `kubernetes://<credentialName>` (MUTUAL also verifies the client against
  * `kubernetes://<credentialName>-cacert`) and using RDS `https.<port>.<portName>.<gateway>.<ns>`. Every HCM has
  * the gateway's AuthorizationPolicies (RBAC), fault and router filters, WebSocket upgrades,
- * `use_remote_address` and the mesh's path normalization.
+ * `use_remote_address`, `strip_any_host_port` (as Istio's gateway HCMs: the Host's port is dropped before
+ * routing, so host rules ignore the port the client dialled) and the mesh's path normalization.
  */
 export function generateIngressListeners(
   push: PushContext,

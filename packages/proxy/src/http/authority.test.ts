@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { checkAuthority, http2Authority } from './authority.js';
-import { NO_SECURITY, RequestGuard } from './request-guard.js';
+import { HttpConnectionManagerSchema } from '../xds/envoy-schemas.js';
+import { NO_SECURITY, RequestGuard, compileHcmSecurity } from './request-guard.js';
 
 test('HTTP/2: :authority names the request; host is used only without it (RFC 9113 §8.3.1)', () => {
   assert.deepEqual(http2Authority('reviews:9080', undefined), { ok: true, authority: 'reviews:9080' });
@@ -56,12 +57,23 @@ test('an authority is host[:port]: userinfo, spaces, slashes and non-digit ports
  * http-handler.ts builds it), and the guard must replace it with the request's authority or refuse the request.
  */
 describe('RequestGuard: the authority it hands on', () => {
-  const guard = new RequestGuard(NO_SECURITY, {
-    statPrefix: 'test',
-    registry: new Registry(),
-    log: pino({ level: 'silent' }),
-    maxHeadersCount: 100,
+  const deps = { statPrefix: 'test', registry: new Registry(), log: pino({ level: 'silent' }), maxHeadersCount: 100 };
+  const guard = new RequestGuard(NO_SECURITY, deps);
+  // An ingress gateway's HCM as istiod sends it: strip_trailing_host_dot, then strip_any_host_port (on /strip).
+  const ingressHcm = HttpConnectionManagerSchema.parse({
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    stat_prefix: 'outbound_0.0.0.0_8080',
+    rds: { route_config_name: 'http.8080', config_source: { ads: {}, resource_api_version: 'V3' } },
+    http_filters: [
+      {
+        name: 'envoy.filters.http.router',
+        typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' },
+      },
+    ],
+    strip_trailing_host_dot: true,
+    strip_any_host_port: true,
   });
+  const stripping = new RequestGuard(compileHcmSecurity(ingressHcm, 'hcm'), deps);
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const view = {
       method: req.method ?? 'GET',
@@ -70,7 +82,7 @@ describe('RequestGuard: the authority it hands on', () => {
       scheme: 'http',
       headers: req.headers,
     };
-    const g = guard.decodeHeaders(req, view, undefined, () => undefined);
+    const g = (req.url === '/strip' ? stripping : guard).decodeHeaders(req, view, undefined, () => undefined);
     if ('reply' in g) res.writeHead(g.reply.status, { 'x-details': g.reply.details }).end();
     else res.writeHead(200, { 'x-authority': g.view.authority }).end();
   };
@@ -105,9 +117,9 @@ describe('RequestGuard: the authority it hands on', () => {
     }
   }
 
-  function viaH1(host: string): Promise<http.IncomingMessage> {
+  function viaH1(host: string, path = '/x'): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const req = http.get({ host: '127.0.0.1', port: h1Port, path: '/x', headers: { host }, agent: false }, (res) => {
+      const req = http.get({ host: '127.0.0.1', port: h1Port, path, headers: { host }, agent: false }, (res) => {
         res.resume();
         resolve(res);
       });
@@ -141,5 +153,18 @@ describe('RequestGuard: the authority it hands on', () => {
     assert.equal(r1.headers['x-details'], 'http.invalid_authority');
     const ok = await viaH1('reviews:9080');
     assert.equal(ok.headers['x-authority'], 'reviews:9080');
+  });
+
+  test('strip_any_host_port: the port is gone before routing, after the trailing dot; without it the port stays', async () => {
+    for (const [host, want] of [
+      ['bookinfo.example.com:8080', 'bookinfo.example.com'],
+      ['bookinfo.example.com.:8080', 'bookinfo.example.com'],
+      ['[::1]:8080', '[::1]'],
+      ['bookinfo.example.com', 'bookinfo.example.com'],
+    ] as const)
+      assert.equal((await viaH1(host, '/strip')).headers['x-authority'], want, host);
+    const r2 = await viaH2({ ':authority': 'bookinfo.example.com:8443', ':path': '/strip' });
+    assert.equal(r2['x-authority'], 'bookinfo.example.com');
+    assert.equal((await viaH1('bookinfo.example.com:8080')).headers['x-authority'], 'bookinfo.example.com:8080');
   });
 });

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import {
   normalizeRequestPath,
   removeDotSegments,
+  stripHostPort,
   stripTrailingHostDot,
   type PathNormalizationOptions,
 } from './normalize.js';
@@ -98,4 +99,13 @@ test('strip_trailing_host_dot removes one trailing dot, keeping the port', () =>
   assert.equal(stripTrailingHostDot('reviews.default.:9080'), 'reviews.default:9080');
   assert.equal(stripTrailingHostDot('reviews:9080'), 'reviews:9080');
   assert.equal(stripTrailingHostDot('[::1]:80'), '[::1]:80');
+});
+
+test('strip_any_host_port removes a numeric port, IPv6 literals included, and nothing else', () => {
+  assert.equal(stripHostPort('bookinfo.example.com:8080'), 'bookinfo.example.com');
+  assert.equal(stripHostPort('Bookinfo.Example.com:80'), 'Bookinfo.Example.com');
+  assert.equal(stripHostPort('10.0.0.1:443'), '10.0.0.1');
+  assert.equal(stripHostPort('[::1]:8080'), '[::1]');
+  for (const same of ['bookinfo.example.com', '[::1]', '[fe80::1%25eth0]', 'host:', '', 'a:99999999999'])
+    assert.equal(stripHostPort(same), same, same);
 });

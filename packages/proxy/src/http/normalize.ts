@@ -1,6 +1,6 @@
 /**
  * Request-target normalization of Envoy's HTTP connection manager (`normalize_path`, `merge_slashes`,
- * `path_with_escaped_slashes_action`, `strip_trailing_host_dot`), applied before any filter or route sees the
+ * `path_with_escaped_slashes_action`, `strip_trailing_host_dot`, `strip_any_host_port`), applied before any filter or route sees the
  * request, so that the path RBAC authorizes is the path the router forwards. Envoy's order
  * (`ConnectionManagerUtility::maybeNormalizePath`): escaped slashes first, then RFC 3986 normalization, then
  * slash merging. fedmesh is stricter than Envoy on input Envoy would repair: a raw `\`, a fragment, `%00` or a
@@ -131,4 +131,18 @@ export function stripTrailingHostDot(authority: string): string {
   const host = colon >= 0 ? authority.slice(0, colon) : authority;
   const port = colon >= 0 ? authority.slice(colon) : '';
   return host.endsWith('.') ? host.slice(0, -1) + port : authority;
+}
+
+/**
+ * stripHostPort removes the port from an authority (`bookinfo.example.com:8080` → `bookinfo.example.com`,
+ * `[::1]:8080` → `[::1]`), Envoy's HCM `strip_any_host_port` (`HeaderUtility::stripPortFromHost`): the port starts
+ * at the last `:` that is not inside an IPv6 literal's brackets and must be a decimal number below 2^32; anything
+ * else (no port, an empty port `host:`, a bare IPv6 literal) is returned unchanged.
+ */
+export function stripHostPort(authority: string): string {
+  const colon = authority.lastIndexOf(':');
+  if (colon < 0 || authority.lastIndexOf(']') > colon) return authority;
+  const port = authority.slice(colon + 1);
+  if (!/^[0-9]{1,10}$/.test(port) || Number(port) > 0xffffffff) return authority;
+  return authority.slice(0, colon);
 }

@@ -16,15 +16,22 @@ import { headerString } from '../access-log.js';
 import { isHttp2Request } from '../http2/h2-server.js';
 import { checkAuthority, http2Authority } from './authority.js';
 import { checkRequestFraming } from './framing.js';
-import { normalizeRequestPath, stripTrailingHostDot, type PathNormalizationOptions } from './normalize.js';
+import {
+  normalizeRequestPath,
+  stripHostPort,
+  stripTrailingHostDot,
+  type PathNormalizationOptions,
+} from './normalize.js';
 
 /**
  * HcmSecurity is the compiled security part of one HttpConnectionManager: its path normalization options,
- * `strip_trailing_host_dot`, and its RBAC filters in `http_filters` order.
+ * `strip_trailing_host_dot`, `strip_any_host_port`, and its RBAC filters in `http_filters` order.
  */
 export interface HcmSecurity {
   normalization: PathNormalizationOptions;
   stripTrailingHostDot: boolean;
+  /** stripAnyHostPort is `strip_any_host_port`: the authority loses its port before RBAC, routing and forwarding. */
+  stripAnyHostPort: boolean;
   rbac: RbacFilter[];
 }
 
@@ -46,6 +53,7 @@ export function compileHcmSecurity(hcm: EnvoyHttpConnectionManager, where: strin
       escapedSlashes: hcm.path_with_escaped_slashes_action ?? 'IMPLEMENTATION_SPECIFIC_DEFAULT',
     },
     stripTrailingHostDot: hcm.strip_trailing_host_dot === true,
+    stripAnyHostPort: hcm.strip_any_host_port === true,
     rbac,
   };
 }
@@ -54,6 +62,7 @@ export function compileHcmSecurity(hcm: EnvoyHttpConnectionManager, where: strin
 export const NO_SECURITY: HcmSecurity = {
   normalization: { normalizePath: false, mergeSlashes: false, escapedSlashes: 'IMPLEMENTATION_SPECIFIC_DEFAULT' },
   stripTrailingHostDot: false,
+  stripAnyHostPort: false,
   rbac: [],
 };
 
@@ -153,7 +162,7 @@ function localReply(
  * 3. path normalization: 400 on refusal, 307 to the unescaped path for UNESCAPE_AND_REDIRECT;
  * 4. the authority ({@link http2Authority}, {@link checkAuthority}): an HTTP/2 request's is its `:authority`, and
  *    400 when its `host` header disagrees or the authority is not `host[:port]` (userinfo); then
- *    `strip_trailing_host_dot`;
+ *    `strip_trailing_host_dot`, then `strip_any_host_port` (Envoy's order, `maybeNormalizeHost`);
  * 5. each RBAC filter in order: 403 `RBAC: access denied` with details
  *    `rbac_access_denied_matched_policy[<policy>|none]` when the enforced rules refuse.
  * The RBAC destination port is the original destination: in explicit mode, where every inbound connection
@@ -202,7 +211,8 @@ export class RequestGuard implements RequestGuardHook {
       : { ok: true as const, authority: view.authority };
     const valid = named.ok ? checkAuthority(named.authority) : named;
     if (!valid.ok) return localReply(400, `Bad Request: ${valid.reason}\n`, valid.details);
-    const authority = this.security.stripTrailingHostDot ? stripTrailingHostDot(valid.authority) : valid.authority;
+    const dotless = this.security.stripTrailingHostDot ? stripTrailingHostDot(valid.authority) : valid.authority;
+    const authority = this.security.stripAnyHostPort ? stripHostPort(dotless) : dotless;
     const next: RequestView = { ...view, path: norm.path, authority };
     if (this.security.rbac.length === 0) return { view: next };
     const denied = this.authorize(req, next, peer, routeOf);

@@ -389,6 +389,8 @@ export const HttpConnectionManagerSchema = z
       ])
       .optional(),
     strip_trailing_host_dot: z.boolean().optional(),
+    // oneof strip_port_mode; strip_matching_host_port is not implemented (NACKed as an unknown field).
+    strip_any_host_port: z.boolean().optional(),
     // Downstream HTTP/2 settings (SETTINGS_MAX_CONCURRENT_STREAMS, windows), and WebSocket upgrades.
     http2_protocol_options: Http2ProtocolOptionsSchema.optional(),
     upgrade_configs: z
