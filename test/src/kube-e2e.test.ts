@@ -393,6 +393,43 @@ describe('fedmesh on a real kube-apiserver v1.20.2', { skip, timeout: 600_000 },
     assert.equal((await split(`${ip(10)}:15001`, 10)).v3, 10, 'traffic unaffected');
   });
 
+  it('mirrors kubernetes.io/tls Secrets made with kubectl create secret tls, and no other Secret', async (t) => {
+    const certs = path.join(FIXTURES, 'certs');
+    const [cert, key] = [path.join(certs, 'ca-cert.pem'), path.join(certs, 'ca-key.pem')];
+    const t0 = Date.now();
+    await cluster.kubectl([
+      '-n',
+      'istio-system',
+      'create',
+      'secret',
+      'tls',
+      'bookinfo-credential',
+      '--cert',
+      cert,
+      '--key',
+      key,
+    ]);
+    await cluster.kubectl([
+      '-n',
+      'istio-system',
+      'create',
+      'secret',
+      'generic',
+      'db-password',
+      '--from-literal=p=hunter2',
+    ]);
+    const push = (): ReturnType<Istiod['discovery']['pushContext']> => istiod.discovery.pushContext();
+    await waitUntil(() => push().tlsSecret('istio-system', 'bookinfo-credential') !== undefined, 30_000, 'TLS Secret');
+    t.diagnostic(`kubectl create secret tls → in the push context in ${Date.now() - t0} ms`);
+    assert.equal(istiod.store.get('Secret/istio-system/db-password'), undefined, 'the generic Secret is not read');
+    await cluster.kubectl(['-n', 'istio-system', 'delete', 'secret', 'bookinfo-credential']);
+    await waitUntil(() => push().tlsSecret('istio-system', 'bookinfo-credential') === undefined, 30_000, 'deletion');
+    const log = fs.readFileSync(path.join(cluster.dir, 'istiod.log'), 'utf8');
+    const keyB64 = Buffer.from(fs.readFileSync(key, 'utf8')).toString('base64');
+    assert.ok(!log.includes('PRIVATE KEY') && !log.includes(keyB64.slice(0, 40)), 'no key material logged');
+    assert.ok(!log.includes('db-password'), 'the generic Secret never reached istiod');
+  });
+
   /**
    * routeAck is the RDS version the sleep proxy last ACKed, once every type pushed to it is ACKed (so new subset
    * clusters have their endpoints too); '' while anything is unsent or stale.
