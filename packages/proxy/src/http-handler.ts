@@ -331,6 +331,34 @@ class Exchange {
     this.done(status);
   }
 
+  /**
+   * grpcLocalReply answers a gRPC request as Envoy's local reply does (`Grpc::Utility::sendLocalReply`): a
+   * Trailers-Only response, HTTP 200 with `content-type: application/grpc`, `grpc-status` and `grpc-message`
+   * (percent-encoded as the gRPC HTTP/2 protocol requires). To an HTTP/2 client the status goes in trailers after
+   * a header block with only `content-type`, as relayResponse does for an upstream Trailers-Only response (Node's
+   * compatibility API cannot end a stream with its header block); gRPC clients read both forms alike.
+   */
+  grpcLocalReply(grpcStatus: number, message: string, details: string): void {
+    this.details = details;
+    const { res, req } = this;
+    if (!req.readableEnded && req.listenerCount('data') === 0) {
+      req.on('data', (c: Buffer) => (this.requestBytes += c.length));
+      req.resume();
+    }
+    this.labels.grpc_response_status = String(grpcStatus);
+    const status = { 'grpc-status': String(grpcStatus), 'grpc-message': encodeURIComponent(message) };
+    if (res.headersSent) res.destroy();
+    else if (isHttp2Request(req)) {
+      res.writeHead(200, { 'content-type': 'application/grpc', ...this.corsHeaders });
+      res.addTrailers(status);
+      res.end();
+    } else {
+      res.writeHead(200, { 'content-type': 'application/grpc', 'content-length': 0, ...status, ...this.corsHeaders });
+      res.end();
+    }
+    this.done(200);
+  }
+
   /** done records metrics and one access log line, once. */
   done(status: number): void {
     if (this.finished) return;
@@ -438,9 +466,13 @@ async function serve(
     x.flags.add('DI');
     await new Promise((r) => setTimeout(r, fault.delayMs));
   }
-  if (fault?.abortStatus !== undefined && x.random() < (fault.abortFraction ?? 1)) {
+  const abortsWith = fault?.abortStatus ?? fault?.abortGrpcStatus;
+  if (abortsWith !== undefined && x.random() < (fault?.abortFraction ?? 1)) {
     x.flags.add('FI');
-    return x.localReply(fault.abortStatus, 'fault filter abort', 'fault_filter_abort');
+    // Envoy's fault filter: a grpc_status abort is a local reply with HTTP 200 and that gRPC status.
+    if (fault?.abortStatus === undefined && isGrpcRequest(req.headers))
+      return x.grpcLocalReply(abortsWith, 'fault filter abort', 'fault_filter_abort');
+    return x.localReply(fault?.abortStatus ?? 200, 'fault filter abort', 'fault_filter_abort');
   }
   const cors = ctx.corsFilter ? corsDecodeHeaders(route.cors, view, x.random) : undefined;
   if (cors?.preflight) return x.localReply(200, '', 'cors_response', cors.preflight);

@@ -30,7 +30,10 @@ export interface HeaderMutation {
 export interface FaultPolicy {
   delayMs?: number;
   delayFraction?: number;
+  /** abortStatus is `abort.http_status`. */
   abortStatus?: number;
+  /** abortGrpcStatus is `abort.grpc_status`: gRPC requests get a Trailers-Only reply with it (HTTP 200). */
+  abortGrpcStatus?: number;
   abortFraction?: number;
 }
 
@@ -382,9 +385,14 @@ function compileRoute(r: EnvoyRoute, where: string): RouteEntry {
       fault.delayFraction = fraction(f.delay.percentage);
     }
     if (f.abort) {
-      if (f.abort.http_status === undefined)
-        throw new Error(`${where}.typed_per_filter_config.envoy.filters.http.fault.abort: http_status is required`);
-      fault.abortStatus = f.abort.http_status;
+      // FaultAbort's error_type is a oneof; header_abort is not implemented.
+      const at = `${where}.typed_per_filter_config.envoy.filters.http.fault.abort`;
+      const { http_status: http, grpc_status: grpc } = f.abort;
+      if (http !== undefined && grpc !== undefined)
+        throw new Error(`${at}: http_status and grpc_status are one of error_type; set only one`);
+      if (http !== undefined) fault.abortStatus = http;
+      else if (grpc !== undefined) fault.abortGrpcStatus = grpc;
+      else throw new Error(`${at}: http_status or grpc_status is required`);
       fault.abortFraction = fraction(f.abort.percentage);
     }
     entry.fault = fault;

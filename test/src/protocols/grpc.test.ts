@@ -2,7 +2,8 @@
  * gRPC through real sidecars, with @grpc/grpc-js as client and server: the client calls its sidecar's outbound
  * listener over h2c, the sidecars talk HTTP/2 over mTLS, the server sidecar calls the app over h2c (the port is
  * named `grpc`). Unary and server-streaming calls keep their messages, trailing metadata and status (OK, a
- * Trailers-Only error, an error after messages), and both sidecars record `grpc_response_status`.
+ * Trailers-Only error, an error after messages), and both sidecars record `grpc_response_status`. A VirtualService
+ * `fault.abort.grpcStatus` makes the client sidecar answer Trailers-Only with that status, as Envoy's fault filter.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -10,7 +11,16 @@ import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { waitUntil, type LocalMesh, type TestPod } from '../harness.js';
-import { accessLogs, admin, closeAll, metricValue, startMesh } from '../resilience/helpers.js';
+import {
+  accessLogs,
+  admin,
+  apply,
+  closeAll,
+  metricValue,
+  remove,
+  startMesh,
+  waitForRoute,
+} from '../resilience/helpers.js';
 import { serviceYaml } from './helpers.js';
 
 const PROTO = path.join(import.meta.dirname, 'probe.proto');
@@ -185,4 +195,39 @@ test('both sidecars record grpc_response_status in istio_requests_total, over HT
   const inbound = accessLogs(mesh, 'probe-0').filter((l) => l.path.startsWith('/fedmesh.protocols.Probe/'));
   assert.ok(inbound.length >= 4);
   assert.ok(inbound.every((l) => l.protocol === 'HTTP/2'));
+});
+
+test('fault.abort.grpcStatus: the client sidecar answers Trailers-Only with that status; the app is not called', async () => {
+  apply(
+    mesh,
+    `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: probe, namespace: default }
+spec:
+  hosts: [probe]
+  http:
+  - fault: { abort: { grpcStatus: UNAVAILABLE, percentage: { value: 100 } } }
+    route: [{ destination: { host: probe } }]
+`,
+  );
+  try {
+    await waitForRoute(client, (r) => r.includes('"grpc_status":14'), 'the grpc_status abort at the client');
+    const seen = methodsSeen.length;
+    const r = await unary({ message: 'faulted' });
+    assert.equal(r.status.code, grpc.status.UNAVAILABLE, r.status.details);
+    assert.equal(r.status.details, 'fault filter abort');
+    assert.equal(r.err?.code, grpc.status.UNAVAILABLE);
+    const s = await stream({ message: 'faulted', count: 3 });
+    assert.equal(s.status.code, grpc.status.UNAVAILABLE);
+    assert.deepEqual(s.messages, []);
+    assert.equal(methodsSeen.length, seen, 'the probe app was not called');
+    const lines = accessLogs(mesh, 'client-0').filter((l) => l.response_flags === 'FI');
+    assert.ok(lines.length >= 2, 'access-logged with flag FI');
+    assert.ok(lines.every((l) => l.response_code === 200 && l.response_code_details === 'fault_filter_abort'));
+  } finally {
+    remove(mesh, 'VirtualService/default/probe');
+  }
+  await waitForRoute(client, (r) => !r.includes('grpc_status'), 'the abort removed');
+  const ok = await unary({ message: 'after' });
+  assert.equal(ok.status.code, grpc.status.OK);
 });

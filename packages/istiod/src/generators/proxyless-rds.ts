@@ -4,7 +4,7 @@ import { namespaceOf, type VirtualServiceObject } from '../model/config.js';
 import type { ProxyModel } from '../model/proxy.js';
 import type { MeshService, ServicePort } from '../model/service.js';
 import type { PushContext } from '../push-context.js';
-import { durationToProto, percentToFraction, toResource, type GeneratedResource } from './common.js';
+import { durationToProto, toResource, type GeneratedResource } from './common.js';
 import { effectiveHttpRoutes } from './delegate.js';
 import { FAULT_FILTER_NAME, appliedMatches, destinationCluster, faultConfig, routeMatch } from './rds.js';
 
@@ -16,27 +16,6 @@ import { FAULT_FILTER_NAME, appliedMatches, destinationCluster, faultConfig, rou
 export const PROXYLESS_DEFAULT_RETRY = {
   retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
   num_retries: { value: 2 },
-};
-
-/** GRPC_STATUS_CODES maps gRPC status names (Istio's `abort.grpcStatus`) to their numbers. */
-const GRPC_STATUS_CODES: Readonly<Record<string, number>> = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
 };
 
 /** proxylessRouteName is the name of a proxyless Listener and of its RouteConfiguration: `<host>:<port>`. */
@@ -67,8 +46,8 @@ function retryPolicy(r: HTTPRoute): object | undefined {
 }
 
 /**
- * proxylessFault is {@link faultConfig} plus what gRPC's fault filter also reads (gRFC A33): a `grpcStatus` abort,
- * by name or number, as `abort.grpc_status`. Returns undefined when nothing of the fault is left.
+ * proxylessFault is {@link faultConfig} as gRPC's fault filter reads it (gRFC A33: `http_status` or `grpc_status`
+ * aborts, fixed delays), with warnings for what is left out. Returns undefined when nothing of the fault is left.
  */
 function proxylessFault(r: HTTPRoute, where: string, warnings: string[]): object | undefined {
   if (!r.fault) return undefined;
@@ -76,12 +55,9 @@ function proxylessFault(r: HTTPRoute, where: string, warnings: string[]): object
   if (delayLeftOut) warnings.push(`${where}: only fixedDelay faults are supported for proxyless gRPC; delay ignored`);
   const ab = r.fault.abort;
   if (abortLeftOut && ab) {
-    if (ab.grpcStatus !== undefined) {
-      const code = GRPC_STATUS_CODES[ab.grpcStatus.toUpperCase()] ?? Number(ab.grpcStatus);
-      if (Number.isInteger(code) && code >= 0 && code <= 16)
-        f.abort = { grpc_status: code, percentage: percentToFraction(ab.percentage?.value) };
-      else warnings.push(`${where}: unknown grpcStatus ${JSON.stringify(ab.grpcStatus)}; abort ignored`);
-    } else warnings.push(`${where}: http2Error aborts are not supported for proxyless gRPC; abort ignored`);
+    if (ab.grpcStatus !== undefined)
+      warnings.push(`${where}: unknown grpcStatus ${JSON.stringify(ab.grpcStatus)}; abort ignored`);
+    else warnings.push(`${where}: http2Error aborts are not supported for proxyless gRPC; abort ignored`);
   }
   return f.delay || f.abort ? f : undefined;
 }

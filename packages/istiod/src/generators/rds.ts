@@ -163,6 +163,36 @@ function destinationHashPolicy(
   return hashPolicy(effectivePolicy(dr.spec.trafficPolicy, subsetPolicy, port));
 }
 
+/** GRPC_STATUS_CODES maps gRPC status names (Istio's `abort.grpcStatus`) to their numbers (grpc/doc/statuscodes.md). */
+const GRPC_STATUS_CODES: Readonly<Record<string, number>> = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+};
+
+/**
+ * grpcStatusCode is the number of an Istio `abort.grpcStatus`, given by name (`UNAVAILABLE`, any case) or number
+ * (`"14"`), as Istio's `translateFault` reads it; undefined for anything that is not a gRPC status (0..16).
+ */
+export function grpcStatusCode(status: string): number | undefined {
+  const code = GRPC_STATUS_CODES[status.toUpperCase()] ?? (/^\d+$/.test(status) ? Number(status) : NaN);
+  return Number.isInteger(code) && code >= 0 && code <= 16 ? code : undefined;
+}
+
 /**
  * FaultConfig is the per-route `HTTPFault` override {@link faultConfig} makes, and which parts of the Istio fault
  * it could not express (so the caller can warn or translate them its own way).
@@ -171,14 +201,16 @@ export interface FaultConfig {
   config: Record<string, unknown>;
   /** delayLeftOut is true for a delay that is not a `fixedDelay` (`exponentialDelay`). */
   delayLeftOut: boolean;
-  /** abortLeftOut is true for an abort that is not an `httpStatus` (`grpcStatus`, `http2Error`). */
+  /** abortLeftOut is true for an `http2Error` abort, or a `grpcStatus` that names no gRPC status. */
   abortLeftOut: boolean;
 }
 
 /**
  * faultConfig translates an Istio `HTTPFaultInjection` into Envoy's `HTTPFault` (`@type` set, Istio's
- * `translateFault`): a `fixedDelay` as `delay.fixed_delay`, an `httpStatus` abort as `abort.http_status`, each with
- * its percentage as a `FractionalPercent`. Other delays and aborts are left out and flagged.
+ * `translateFault`): a `fixedDelay` as `delay.fixed_delay`, an `httpStatus` abort as `abort.http_status`, a
+ * `grpcStatus` abort (by name or number) as `abort.grpc_status` (Envoy's `FaultAbort.grpc_status`, also read by
+ * gRPC's fault filter, gRFC A33), each with its percentage as a `FractionalPercent`. Other delays and aborts are
+ * left out and flagged.
  */
 export function faultConfig(fault: HTTPFaultInjection): FaultConfig {
   const config: Record<string, unknown> = { '@type': FAULT_TYPE };
@@ -189,12 +221,15 @@ export function faultConfig(fault: HTTPFaultInjection): FaultConfig {
       percentage: percentToFraction(dl.percentage?.value ?? dl.percent),
     };
   const ab = fault.abort;
+  const grpcStatus = ab?.grpcStatus !== undefined ? grpcStatusCode(ab.grpcStatus) : undefined;
   if (ab?.httpStatus !== undefined)
     config.abort = { http_status: ab.httpStatus, percentage: percentToFraction(ab.percentage?.value) };
+  else if (grpcStatus !== undefined)
+    config.abort = { grpc_status: grpcStatus, percentage: percentToFraction(ab?.percentage?.value) };
   return {
     config,
     delayLeftOut: dl !== undefined && !dl.fixedDelay,
-    abortLeftOut: ab !== undefined && ab.httpStatus === undefined,
+    abortLeftOut: ab !== undefined && config.abort === undefined,
   };
 }
 
@@ -329,7 +364,9 @@ function translateRoute(
   if (r.fault) {
     const fault = faultConfig(r.fault);
     if (fault.delayLeftOut || fault.abortLeftOut)
-      warnings.push(`${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay and httpStatus faults are supported`);
+      warnings.push(
+        `${vs.metadata.name}.${ns} http[${idx}]: only fixedDelay delays and httpStatus or grpcStatus (0..16) aborts are supported`,
+      );
     perFilter[FAULT_FILTER_NAME] = fault.config;
   }
   if (r.corsPolicy) perFilter[CORS_FILTER_NAME] = corsPolicyConfig(r.corsPolicy);
