@@ -105,7 +105,12 @@ export function createAccessLogger(opts: AccessLoggerOptions): Logger {
     minLength: opts.minLength ?? ACCESS_LOG_MIN_LENGTH,
     maxLength: opts.maxLength ?? 16 * 1024 * 1024,
   });
-  const timer = setInterval(() => dest.flush(), opts.flushIntervalMs ?? ACCESS_LOG_FLUSH_MS);
+  // SonicBoom's flush() throws once the destination is destroyed, which happens at end() before 'close' clears
+  // the timer: a tick in between must not become an uncaught exception.
+  const destroyed = (): boolean => (dest as unknown as { destroyed?: boolean }).destroyed === true;
+  const timer = setInterval(() => {
+    if (!destroyed()) dest.flush();
+  }, opts.flushIntervalMs ?? ACCESS_LOG_FLUSH_MS);
   timer.unref();
   dest.once('close', () => clearInterval(timer));
   const bindings = JSON.stringify(opts.base).slice(1, -1);
