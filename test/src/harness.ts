@@ -4,12 +4,12 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { parseResource, type MeshResource } from '@fedmesh/api';
 import { Istiod, type FederationSettings, type IstiodOptions } from '@fedmesh/istiod';
+import { reserveSubnet } from '@fedmesh/ctl';
 import { Sidecar } from '@fedmesh/proxy';
 
 /** FIXTURES is the shared Istio sample directory beside the repository. */
@@ -25,21 +25,15 @@ export function testLogger(dir: string, name: string): Logger {
   );
 }
 
-async function portFree(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, host, () => s.close(() => resolve(true)));
-  });
-}
-
-/** freeSubnet picks N such that 127.0.N.0/24 is unused by another test (istiod's 15012 and a pod's 15001 are free). */
+/**
+ * freeSubnet picks N such that 127.0.N.0/24 is unused by another test: reserved across processes with a lock file
+ * (`reserveSubnet`, so test files starting together never share a block) and istiod's 15012 and a pod's 15001 free.
+ */
 export async function freeSubnet(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const n = 10 + Math.floor(Math.random() * 240);
-    if ((await portFree(`127.0.${n}.1`, 15012)) && (await portFree(`127.0.${n}.10`, 15001))) return n;
-  }
-  throw new Error('no free subnet');
+  return reserveSubnet([
+    [1, 15012],
+    [10, 15001],
+  ]);
 }
 
 /** CountingBackend is an HTTP app that records every request it receives. */

@@ -4,3 +4,4 @@ export * from './echo-app.js';
 export * from './logging.js';
 export * from './ca-rotation.js';
 export * from './drill.js';
+export * from './subnet.js';

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseManifests, formatManifestError, type MeshResource } from '@fedmesh/api';
 import { request } from 'undici';
+import { reserveSubnet } from './subnet.js';
 import { startIngressGateway, wantsIngressGateway, type GatewayState } from './commands/gateway-local.js';
 
 /** PodState is one local pod in `state.json`. */
@@ -78,20 +79,11 @@ export const PROXY_ENTRY = path.join(here, 'proxy-main.js');
  */
 export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
 
-function portFree(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, host, () => s.close(() => resolve(true)));
-  });
-}
-
 async function pickSubnet(): Promise<number> {
-  for (let i = 0; i < 40; i++) {
-    const n = 10 + Math.floor(Math.random() * 240);
-    if ((await portFree(`127.0.${n}.1`, 15012)) && (await portFree(`127.0.${n}.2`, 15001))) return n;
-  }
-  throw new Error('no free 127.0.N.0/24 block found');
+  return reserveSubnet([
+    [1, 15012],
+    [2, 15001],
+  ]);
 }
 
 async function waitFor(what: string, deadline: number, check: () => Promise<boolean>): Promise<void> {
