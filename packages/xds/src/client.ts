@@ -12,7 +12,17 @@ import { ClientStream, type AdsClientOptions } from './client-stream.js';
 import type { WireDiscoveryRequest, WireDiscoveryResponse } from './grpc-service.js';
 import type { XdsResourceType } from './resource-type.js';
 
+/**
+ * AdsClientOptions (re-exported from `client-stream.ts`, where it is defined and documented) configures an ADS
+ * client: server address, channel credentials, the Envoy `Node`, and reconnect backoff bounds in ms.
+ */
 export type { AdsClientOptions } from './client-stream.js';
+/**
+ * TypeState and UpdateHandler (re-exported from `client-update.ts`, where they are documented): a type URL's
+ * state for admin endpoints (subscribed names, last accepted version_info and resource names, the last NACK's
+ * error_detail, acceptedAt in ms since the epoch) and the all-or-nothing callback that applies an accepted update,
+ * throwing to have it NACKed.
+ */
 export type { TypeState, UpdateHandler } from './client-update.js';
 
 /** Subscription is a SotW subscription: the shared state plus the last nonce seen. */
