@@ -16,7 +16,7 @@ export interface Features {
   logLevel: string;
   /** notifySocket (`NOTIFY_SOCKET`, set by systemd for Type=notify): when unset, sd_notify calls are skipped. */
   notifySocket: string | undefined;
-  /** watchdogUsec (`WATCHDOG_USEC`, set by systemd from WatchdogSec=): the agent pings at half of it. */
+  /** watchdogUsec (`WATCHDOG_USEC`, set by systemd from WatchdogSec=): the agent pings every third of it. */
   watchdogUsec: number | undefined;
   /** watchdogPid (`WATCHDOG_PID`): when set to another process, the watchdog is not this process's to ping. */
   watchdogPid: number | undefined;

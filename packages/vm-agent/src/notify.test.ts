@@ -44,10 +44,10 @@ describe('SystemdNotifier', () => {
     assert.equal(fake.messages.filter((m) => m.fields['STATUS'] === 'requesting a certificate').length, 1);
   });
 
-  it('pings WATCHDOG=1 at half of WATCHDOG_USEC while alive, and not while not alive', async () => {
+  it('pings WATCHDOG=1 every third of WATCHDOG_USEC while alive, and not while not alive', async () => {
     const n = new SystemdNotifier({
       notifySocket: fake.socketPath,
-      watchdogUsec: 400_000,
+      watchdogUsec: 600_000,
       watchdogPid: process.pid,
       log,
     });

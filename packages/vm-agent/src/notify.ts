@@ -17,7 +17,7 @@ export interface NotifierOptions {
 /**
  * SystemdNotifier talks to systemd for a `Type=notify` service: `READY=1` and `STATUS=` through the `systemd-notify`
  * npm package (which runs `/usr/bin/systemd-notify --pid=<pid>`), and `WATCHDOG=1` by running
- * `systemd-notify --no-block WATCHDOG=1` itself (the package has no watchdog call) at half of `WATCHDOG_USEC`. Without
+ * `systemd-notify --no-block WATCHDOG=1` itself (the package has no watchdog call) every third of `WATCHDOG_USEC`. Without
  * `NOTIFY_SOCKET` (not under systemd) every call is a no-op. Failures are logged, never thrown: losing a status line
  * must not stop the agent, and a missing watchdog ping is exactly what systemd's restart is for.
  */
@@ -35,12 +35,17 @@ export class SystemdNotifier {
     return this.opts.notifySocket !== undefined;
   }
 
-  /** watchdogIntervalMs is half of `WATCHDOG_USEC` when the watchdog is this process's, else undefined. */
+  /**
+   * watchdogIntervalMs is a third of `WATCHDOG_USEC` (in ms) when the watchdog is this process's, else undefined.
+   * sd_watchdog_enabled(3) suggests half; a third keeps one lost ping from killing a healthy agent (a
+   * `systemd-notify` child that exits before systemd reads its message can have it dropped, and a poller can miss
+   * one), since the gap after a single loss is then 2/3 of the timeout.
+   */
   get watchdogIntervalMs(): number | undefined {
     const { watchdogUsec, watchdogPid } = this.opts;
     if (!this.enabled || watchdogUsec === undefined) return undefined;
     if (watchdogPid !== undefined && watchdogPid !== (this.opts.pid ?? process.pid)) return undefined;
-    return Math.max(1, Math.floor(watchdogUsec / 2000));
+    return Math.max(1, Math.floor(watchdogUsec / 3000));
   }
 
   /** ready sends `READY=1` with a `STATUS=` line. */
